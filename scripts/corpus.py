@@ -13,10 +13,11 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import typer
 from spacy.tokens import Doc, DocBin, Span
@@ -106,7 +107,7 @@ def decode_utf8(path: Path) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise CorpusError(
-            f"{path}:{line}: bytes that are not UTF-8 ({data[err.start:err.start + 4]!r}). "
+            f"{path}:{line}: bytes that are not UTF-8 ({data[err.start : err.start + 4]!r}). "
             "Re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
         ) from None
 
@@ -163,8 +164,7 @@ def find_split_file(conll_dir: Path, split: str) -> Path:
 def read_conll_dir(conll_dir: Path) -> dict[str, list[Document]]:
     if not conll_dir.is_dir():
         raise CorpusError(
-            f"{conll_dir}: not a folder. Set conll_dir to the folder that holds "
-            "train.txt, valid.txt and test.txt."
+            f"{conll_dir}: not a folder. Set conll_dir to the folder that holds train.txt, valid.txt and test.txt."
         )
     return {split: read_conll(find_split_file(conll_dir, split)) for split in SPLITS}
 
@@ -268,7 +268,9 @@ def write_docbin(docs: Sequence[Doc], path: Path) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise CorpusError(f"{path}: could not write the DocBin ({err.strerror or err}). Check free space and permissions.") from None
+        raise CorpusError(
+            f"{path}: could not write the DocBin ({err.strerror or err}). Check free space and permissions."
+        ) from None
 
 
 def summarize(docs: Sequence[Doc]) -> dict[str, int]:
@@ -320,7 +322,9 @@ def main(
         )
     started = time.perf_counter()
     try:
-        summary = convert(output_dir, Path(conll_dir) if conll_dir else None, doc_mode, hf_dataset, hf_revision, hf_sentences_per_doc)
+        summary = convert(
+            output_dir, Path(conll_dir) if conll_dir else None, doc_mode, hf_dataset, hf_revision, hf_sentences_per_doc
+        )
     except CorpusError as err:
         msg.fail("Corpus conversion failed", str(err))
         sys.exit(1)

@@ -14,8 +14,14 @@ import typer
 from wasabi import msg
 
 # Sentence-transformers pooling files: not part of the BERT encoder spaCy loads.
-ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "vocab.txt")
+ENCODER_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 
 def export_encoder(output_dir: Path) -> Path:

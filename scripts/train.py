@@ -1,7 +1,7 @@
 """`spacy train` behind checks that fail in seconds, before any long work.
 
 Checks the GPU (cupy and a CUDA device) when one is asked for and the encoder
-(a local folder, or a hub name that is cached or reachable), then calls the
+(a local folder, or a hub name pinned to a revision, cached or reachable), then calls the
 same function as `spacy train`. Extra `--section.key value` arguments and
 SPACY_CONFIG_OVERRIDES pass through as with `spacy train`.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from huggingface_hub import HfApi
 from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
 from wasabi import msg
@@ -44,8 +45,17 @@ def check_gpu(gpu_id: int) -> None:
         raise PreflightError(f"gpu_id is {gpu_id} but this machine has {count} CUDA device(s). {cpu_hint}")
 
 
-def check_encoder(model: str) -> None:
-    """A local folder with a config.json, or a hub name in the cache or reachable now."""
+# What spacy-transformers loads: config, tokenizer files, safetensors weights (no pickles).
+ENCODER_FILE_PATTERNS = ["*.json", "*.txt", "model.safetensors"]
+
+
+def resolve_encoder(model: str, revision: str = "") -> str:
+    """The folder to train from: a local folder as given, or the hub snapshot at `revision`.
+
+    spacy-transformers cannot pass a revision to the hub for the weights, so a hub
+    name is resolved here to a pinned snapshot in the Hugging Face cache, fetched
+    once and read from the cache after that.
+    """
     local_hint = (
         "A local folder works too: `--vars.model /path/to/encoder`, a folder written by "
         "`save_pretrained` (config.json, weights, tokenizer files)."
@@ -54,25 +64,33 @@ def check_encoder(model: str) -> None:
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise PreflightError(f"{folder}: no config.json in this folder. {local_hint}")
-        return
-    from huggingface_hub import HfApi, constants
-    from transformers import AutoConfig
+        return str(folder)
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a hub name
+        raise PreflightError(f"{model}: no such folder. Set --vars.model to an encoder folder or a hub name.")
+    from huggingface_hub import constants, snapshot_download
 
+    pinned = f"'{model}' at revision {revision or 'main'}"
+    options = {"revision": revision or None, "allow_patterns": ENCODER_FILE_PATTERNS}
     try:
-        AutoConfig.from_pretrained(model, local_files_only=True)
-        return
-    except (OSError, ValueError):
-        pass  # not cached: ask the hub, once
+        return snapshot_download(model, local_files_only=True, **options)
+    except Exception:  # not cached (the hub raises several types): fetch it once
+        pass
     if constants.HF_HUB_OFFLINE:
-        raise PreflightError(f"Encoder '{model}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {local_hint}")
+        raise PreflightError(
+            f"Encoder {pinned} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {local_hint}"
+        )
     try:
-        HfApi().model_info(model, timeout=10)
-    except Exception as err:  # offline, unknown name, gated repo: all mean "cannot be had"
+        HfApi().model_info(model, revision=revision or None, timeout=10)  # fails in a second when offline
+        snapshot = snapshot_download(model, **options)
+    except Exception as err:  # offline, unknown name or revision, gated repo: all mean "cannot be had"
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise PreflightError(
-            f"Encoder '{model}' is not in the Hugging Face cache and cannot be fetched from the hub "
+            f"Encoder {pinned} is not in the Hugging Face cache and cannot be fetched from the hub "
             f"({type(err).__name__}: {reason}). {local_hint}"
         ) from None
+    if not (Path(snapshot) / "model.safetensors").is_file():
+        raise PreflightError(f"Encoder {pinned} has no model.safetensors; this project loads no pickled weights.")
+    return snapshot
 
 
 def training_overrides(model: str, gpu_id: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -92,15 +110,17 @@ def main(
     config_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="spaCy training config"),
     output_dir: Path = typer.Argument(..., help="Where model-best and model-last go"),
     model: str = typer.Option("bert-base-cased", help="HF encoder name or local folder"),
+    model_revision: str = typer.Option("", help="Hub commit hash to pin a hub encoder to (ignored for folders)"),
     gpu_id: int = typer.Option(-1, help="CUDA device, -1 for the CPU"),
 ) -> None:
     try:
         check_gpu(gpu_id)
-        check_encoder(model)
+        encoder = resolve_encoder(model, model_revision)
     except PreflightError as err:
         msg.fail("Cannot start training", str(err))
         sys.exit(1)
-    overrides = training_overrides(model, gpu_id, parse_config_overrides(ctx.args))
+    msg.info(f"Encoder: {model}" + (f" (snapshot {encoder})" if encoder != model else ""))
+    overrides = training_overrides(encoder, gpu_id, parse_config_overrides(ctx.args))
     if gpu_id < 0:
         msg.info("Training on the CPU: mixed precision off")
     spacy_train(config_path, output_dir, use_gpu=gpu_id, overrides=overrides)

@@ -7,7 +7,12 @@ missing folder skips the real-data tests; in CI (CI=true) it fails them.
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +30,9 @@ def real_conll_dir() -> Path | None:
 
 
 def missing_real_data(reason: str) -> None:
-    message = f"CoNLL-2003 files not found (set CONLL2003_DIR to the folder with {', '.join(REAL_SPLIT_FILES)}): {reason}"
+    message = (
+        f"CoNLL-2003 files not found (set CONLL2003_DIR to the folder with {', '.join(REAL_SPLIT_FILES)}): {reason}"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -58,3 +65,107 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, workflow_conll_dir: Path
     ]
     texts = [" ".join(words[i : i + 200]) for i in range(0, len(words), 200)]
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), texts)
+
+
+# --- the workflow, run once per test session ----------------------------------
+
+PACKAGE = "en_bert_ner"
+VERSION = "0.0.1"
+LABELS = {"PER", "ORG", "LOC", "MISC"}
+# 200 updates with warmup and decay scaled to them: about a minute on 2 cores.
+SHORT_SCHEDULE = (
+    "--training.max_steps 200 --training.eval_frequency 100 --training.patience 0 "
+    "--training.optimizer.learn_rate.warmup_steps 20 --training.optimizer.learn_rate.total_steps 200 "
+    "--training.optimizer.learn_rate.initial_rate 0.001 --training.logger.progress_bar false"
+)
+GENERATED = ("corpus", "training", "metrics", "packages", "assets", "project.lock")
+
+
+@dataclass
+class WorkflowRun:
+    project: Path
+    encoder: Path
+    first_output: str
+    second_output: str
+
+    @property
+    def wheel(self) -> Path:
+        return self.project / "packages" / f"{PACKAGE}-{VERSION}" / "dist" / f"{PACKAGE}-{VERSION}-py3-none-any.whl"
+
+    @property
+    def model_best(self) -> Path:
+        return self.project / "training" / "model-best"
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900) -> str:
+    """Run a command; fail the test with the end of its output if it fails."""
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{output[-6000:]}"
+    return output
+
+
+def copy_project(destination: Path) -> Path:
+    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", *GENERATED)
+    shutil.copytree(PROJECT_DIR, destination, ignore=ignore)
+    return destination
+
+
+def workflow_command(project: Path, encoder: Path, conll_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "spacy",
+        "project",
+        "run",
+        "all",
+        str(project),
+        "--vars.model",
+        str(encoder),
+        "--vars.gpu_id",
+        "-1",
+        "--vars.conll_dir",
+        str(conll_dir),
+        "--vars.version",
+        VERSION,
+        *extra,
+    ]
+
+
+def workflow_env() -> dict[str, str]:
+    return {**os.environ, "SPACY_CONFIG_OVERRIDES": SHORT_SCHEDULE}
+
+
+@pytest.fixture(scope="session")
+def workflow(tmp_path_factory, tiny_bert, workflow_conll_dir) -> WorkflowRun:
+    """`spacy project run all` twice in a copy of the project, as a user runs it."""
+    project = copy_project(tmp_path_factory.mktemp("workflow") / "project")
+    encoder = shutil.copytree(tiny_bert, project.parent / "encoder")
+    command = workflow_command(project, encoder, workflow_conll_dir)
+    first = run(command, project, workflow_env())
+    second = run(command, project, workflow_env())
+    return WorkflowRun(project, encoder, first, second)
+
+
+@pytest.fixture(scope="session")
+def installed_model(workflow: WorkflowRun, tmp_path_factory) -> str:
+    """The workflow's wheel installed into a folder on sys.path: spacy.load("en_bert_ner") works in-process."""
+    target = tmp_path_factory.mktemp("site")
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            "--target",
+            str(target),
+            str(workflow.wheel),
+        ],
+        target,
+    )
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    return PACKAGE

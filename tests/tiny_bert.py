@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def build_tiny_bert(output_dir: Path, texts: Iterable[str], vocab_size: int = 2000, seed: int = 0) -> Path:
