@@ -9,7 +9,6 @@ Two sources give the same corpus:
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections import Counter
@@ -23,6 +22,8 @@ import typer
 from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
 from wasabi import msg
+
+from scripts.atomic import atomic_target
 
 LABELS = ("PER", "ORG", "LOC", "MISC")
 SPLITS = ("train", "dev", "test")
@@ -261,15 +262,13 @@ def make_docs(vocab: Vocab, documents: Iterable[Document], doc_mode: DocMode, se
 
 def write_docbin(docs: Sequence[Doc], path: Path) -> None:
     """Write through a temp file and rename, so a killed run leaves no partial DocBin."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        DocBin(docs=docs, store_user_data=False).to_disk(tmp)
-        os.replace(tmp, path)
+        with atomic_target(path) as tmp:
+            DocBin(docs=docs, store_user_data=False).to_disk(tmp)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CorpusError(
-            f"{path}: could not write the DocBin ({err.strerror or err}). Check free space and permissions."
+            f"{path}: could not write the DocBin ({err.strerror or err}). "
+            "Free some disk space, or point the output at a writable folder."
         ) from None
 
 

@@ -48,8 +48,17 @@ def test_all_writes_every_output(workflow: WorkflowRun):
     for split in ("train", "dev", "test"):
         assert (workflow.project / "corpus" / f"{split}.spacy").is_file()
     assert (workflow.model_best / "meta.json").is_file()
-    assert (workflow.project / "metrics" / "test.json").is_file()
+    for name in ("dev.json", "test.json", "report.md", "test_per_type.png", "test_errors.md", "test_worst.html"):
+        assert (workflow.project / "metrics" / name).is_file(), name
     assert workflow.wheel.is_file()
+
+
+def test_seqeval_strict_equals_spacy_scorer_on_the_trained_pipeline(workflow: WorkflowRun):
+    """Same tokens, same sentences, valid IOB2 predictions: the two scorers must agree."""
+    for split in ("dev", "test"):
+        metrics = json.loads((workflow.project / "metrics" / f"{split}.json").read_text())
+        assert metrics["seqeval_strict"]["f1"] == pytest.approx(metrics["spacy"]["ents_f"], abs=1e-12)
+        assert metrics["seqeval_strict"]["f1"] > 0
 
 
 def test_second_run_skips_finished_steps(workflow: WorkflowRun):
@@ -66,9 +75,11 @@ def test_tiny_model_learns(workflow: WorkflowRun):
 
 def test_model_card_shows_labels_and_scores(workflow: WorkflowRun):
     card = (workflow.project / "packages" / f"{PACKAGE}-{VERSION}" / "README.md").read_text()
+    test_f1 = json.loads((workflow.project / "metrics" / "test.json").read_text())["seqeval_strict"]["f1"]
     for label in LABELS:
-        assert f"`{label}`" in card
-    assert "ENTS_F" in card and "CoNLL-2003" in card
+        assert f"`{label}`" in card and f"`ENTS_F_{label}`" in card
+    assert f"| `ENTS_F` | {test_f1 * 100:.2f} |" in card
+    assert "CoNLL-2003" in card
 
 
 def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, tmp_path):
