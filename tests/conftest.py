@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,11 @@ from tests.tiny_bert import build_tiny_bert
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FIXTURE_CONLL_DIR = Path(__file__).resolve().parent / "fixtures" / "conll_small"
 REAL_SPLIT_FILES = ("train.txt", "valid.txt", "test.txt")
+
+
+def flat(text: str) -> str:
+    """CLI output with the line wrapping of wasabi and the boxes of rich undone."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
 
 
 def real_conll_dir() -> Path | None:
@@ -90,11 +96,15 @@ class WorkflowRun:
 
     @property
     def wheel(self) -> Path:
-        return self.project / "packages" / f"{PACKAGE}-{VERSION}" / "dist" / f"{PACKAGE}-{VERSION}-py3-none-any.whl"
+        return workflow_wheel(self.project)
 
     @property
     def model_best(self) -> Path:
         return self.project / "training" / "model-best"
+
+
+def workflow_wheel(project: Path) -> Path:
+    return project / "packages" / f"{PACKAGE}-{VERSION}" / "dist" / f"{PACKAGE}-{VERSION}-py3-none-any.whl"
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from scripts.corpus import (
     tags_to_spans,
 )
 from scripts.evaluate import sentence_iob2_tags
-from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR
+from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, flat
 
 HF_TAG_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 # The order of the tner/conll2003 mirror: an index means nothing without its name.
@@ -162,8 +163,7 @@ def test_cli_reports_errors_without_traceback(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1
-    output = " ".join(result.stdout.split())  # wasabi wraps messages at 80 columns
-    assert "not a folder" in output and "conll_dir" in output
+    assert "not a folder" in flat(result.stdout) and "conll_dir" in flat(result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -178,7 +178,7 @@ def test_cli_without_hub_says_how_to_use_local_files(tmp_path):
         env=env,
     )
     assert result.returncode == 1
-    assert "--vars.conll_dir" in " ".join(result.stdout.split())
+    assert "--vars.conll_dir" in flat(result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -279,3 +279,37 @@ def test_real_round_trip_every_word_and_tag(real_corpus, conll2003_dir):
             for sent, tags in zip(doc.sents, sentence_iob2_tags(doc), strict=True)
         ]
         assert round_trip == source
+
+
+# --- failures while writing ----------------------------------------------------
+
+
+def test_unwritable_output_folder_is_reported(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(CorpusError, match=r"not_a_folder/train.spacy: could not write the DocBin .*writable folder"):
+        convert(blocker, FIXTURE_CONLL_DIR)
+
+
+def test_full_disk_is_reported_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    def disk_full(self, path):
+        Path(path).write_bytes(b"half a DocBin")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(DocBin, "to_disk", disk_full)
+    with pytest.raises(CorpusError, match=r"train.spacy: could not write the DocBin \(No space left on device\)"):
+        convert(tmp_path / "corpus", FIXTURE_CONLL_DIR)
+    assert list((tmp_path / "corpus").iterdir()) == []
+
+
+def test_cli_rejects_an_unknown_doc_mode_before_reading(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.corpus", str(tmp_path / "out"), "--doc-mode", "paragraph"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "'paragraph' is not one of 'sentence', 'document'" in flat(result.stderr)
+    assert not (tmp_path / "out").exists()

@@ -30,10 +30,8 @@ from scripts.evaluate import (
     run_evaluation,
     score_iob2,
     sentence_iob2_tags,
-    write_text_atomic,
 )
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from tests.conftest import PROJECT_DIR, flat
 
 # Two documents, four sentences, seven gold entities: PER 3, LOC 2, ORG 1, MISC 1.
 CONLL = """\
@@ -89,11 +87,6 @@ RULER_TAGS = [
     ["O", "B-LOC", "O"],
 ]
 OUTPUT_FILES = ("{split}.json", "{split}_per_type.png", "{split}_errors.md", "{split}_worst.html", "report.md")
-
-
-def flat(text: str) -> str:
-    """Output with wasabi's line wrapping undone."""
-    return " ".join(text.split())
 
 
 @pytest.fixture
@@ -381,17 +374,6 @@ def test_an_unknown_split_name(tmp_path: Path, ruler_model: Path, corpus_dir: Pa
 
 
 # --- files and CLI ----------------------------------------------------------------
-
-
-def test_write_text_atomic_keeps_the_old_file_when_writing_fails(tmp_path: Path):
-    path = tmp_path / "out" / "report.md"
-    write_text_atomic(path, "first")
-    write_text_atomic(path, "second")
-    assert path.read_text(encoding="utf-8") == "second"
-    with pytest.raises(TypeError):
-        write_text_atomic(path, None)  # type: ignore[arg-type]
-    assert path.read_text(encoding="utf-8") == "second"
-    assert [p.name for p in path.parent.iterdir()] == ["report.md"]
 
 
 def test_cli_writes_every_output_and_a_report_over_both_splits(tmp_path: Path, ruler_model: Path, corpus_dir: Path):

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import LABELS, PACKAGE, VERSION, WorkflowRun, run
+from tests.conftest import (
+    FIXTURE_CONLL_DIR,
+    LABELS,
+    PACKAGE,
+    VERSION,
+    WorkflowRun,
+    copy_project,
+    run,
+    workflow_command,
+    workflow_env,
+    workflow_wheel,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +126,31 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, tmp_path):
     for _text, label, start, end in result["ents"]:
         assert label in LABELS and 0 <= start < end
     assert set(result["pipe_labels"]) <= LABELS
+
+
+def test_run_killed_during_training_recovers(tmp_path, tiny_bert):
+    """SIGKILL half way through `train`; the next `all` retrains and finishes, nothing corrupt is kept."""
+    project = copy_project(tmp_path / "project")
+    command = workflow_command(project, tiny_bert, FIXTURE_CONLL_DIR)
+    process = subprocess.Popen(
+        command,
+        cwd=project,
+        env=workflow_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in process.stdout:
+            if "Training pipeline" in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    assert not workflow_wheel(project).exists()
+    assert not list(project.rglob("*.tmp")), "a temp file was left behind"
+    output = run(command, project, workflow_env())
+    assert "Skipping 'corpus': nothing changed" in output
+    assert "Training pipeline" in output, "the killed train step must run again"
+    assert workflow_wheel(project).is_file()
