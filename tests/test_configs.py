@@ -1,0 +1,51 @@
+"""The training configs are complete: spaCy validates them without downloading anything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from spacy import util
+
+from tests.conftest import PROJECT_DIR, flat
+
+CONFIGS = sorted((PROJECT_DIR / "configs").glob("*.cfg"))
+# What the README and tests rely on to shorten a run.
+SCHEDULE_KEYS = ("warmup_steps", "total_steps", "initial_rate")
+
+
+def test_both_configs_exist():
+    assert [path.name for path in CONFIGS] == ["bert_ner.cfg", "minilm_cpu.cfg"]
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: path.stem)
+def test_debug_config_passes_offline(config_path, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "debug", "config", str(config_path)],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Config is valid" in flat(result.stdout)
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: path.stem)
+def test_schedule_is_warmup_linear_and_overridable(config_path):
+    config = util.load_config(config_path, interpolate=False)
+    schedule = config["training"]["optimizer"]["learn_rate"]
+    assert schedule["@schedules"] == "warmup_linear.v1"
+    assert all(key in schedule for key in SCHEDULE_KEYS)
+    assert schedule["total_steps"] <= config["training"]["max_steps"]
+    assert schedule["warmup_steps"] < schedule["total_steps"]
+
+
+def test_gpu_config_is_bert_base_cased_with_mixed_precision():
+    model = util.load_config(PROJECT_DIR / "configs" / "bert_ner.cfg")["components"]["transformer"]["model"]
+    assert (model["name"], model["mixed_precision"]) == ("bert-base-cased", True)
+    assert model["get_spans"]["window"] <= 128 < 512  # spaCy tokens per window, far below 512 wordpieces
