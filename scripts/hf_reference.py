@@ -25,6 +25,7 @@ from wasabi import msg
 from scripts.atomic import write_text_atomic
 from scripts.corpus import LABELS
 from scripts.evaluate import score_iob2, sentence_iob2_tags
+from scripts.train import PreflightError, resolve_encoder
 
 TAGS = ["O"] + [f"{prefix}-{label}" for label in LABELS for prefix in "BI"]
 IGNORED = -100  # the label index the loss skips
@@ -161,12 +162,13 @@ def main(
     output_dir: Path = typer.Argument(..., help="Where the model and reference.json go"),
     epochs: float = typer.Option(3.0, help="Training epochs (the recipe: 3)"),
     max_train_sentences: int = typer.Option(0, help="Train on the first N sentences only (0: all)"),
+    model_revision: str = typer.Option("", help="Hub commit of the encoder when it is a hub name"),
     gpu_id: int = typer.Option(-1, help="CUDA device, -1 for the CPU"),
 ) -> None:
     recipe = Recipe(epochs=epochs, max_train_sentences=max_train_sentences)
     try:
-        results = train_reference(encoder, corpus_dir, output_dir, recipe, gpu_id)
-    except ReferenceError as err:
+        results = train_reference(resolve_encoder(encoder, model_revision), corpus_dir, output_dir, recipe, gpu_id)
+    except (ReferenceError, PreflightError) as err:
         msg.fail("Cannot run the reference recipe", str(err))
         sys.exit(1)
     write_text_atomic(output_dir / "reference.json", json.dumps(results, indent=2) + "\n")

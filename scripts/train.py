@@ -20,6 +20,9 @@ from wasabi import msg
 
 ENCODER_SETTING = "components.transformer.model.name"
 MIXED_PRECISION_SETTING = "components.transformer.model.mixed_precision"
+LOG_SETTING = "training.logger.output_file"
+# One JSON line per evaluation: step, epoch, seconds and words seen so far, scores (the benchmarks read it).
+TRAIN_LOG_NAME = "train_log.jsonl"
 
 
 class PreflightError(Exception):
@@ -93,9 +96,12 @@ def resolve_encoder(model: str, revision: str = "") -> str:
     return snapshot
 
 
-def training_overrides(model: str, gpu_id: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """The encoder var, then the user's overrides; fp16 needs CUDA, so it is off on the CPU."""
-    overrides: dict[str, Any] = {ENCODER_SETTING: model, **extra}
+def training_overrides(model: str, gpu_id: int, extra: dict[str, Any], log_path: Path | None = None) -> dict[str, Any]:
+    """The encoder var, the log file, then the user's overrides; fp16 needs CUDA, so it is off on the CPU."""
+    overrides: dict[str, Any] = {ENCODER_SETTING: model}
+    if log_path is not None:
+        overrides[LOG_SETTING] = str(log_path)
+    overrides.update(extra)
     if gpu_id < 0:
         overrides[MIXED_PRECISION_SETTING] = False
     return overrides
@@ -120,7 +126,9 @@ def main(
         msg.fail("Cannot start training", str(err))
         sys.exit(1)
     msg.info(f"Encoder: {model}" + (f" (snapshot {encoder})" if encoder != model else ""))
-    overrides = training_overrides(encoder, gpu_id, parse_config_overrides(ctx.args))
+    log_path = output_dir / TRAIN_LOG_NAME
+    log_path.unlink(missing_ok=True)  # spaCy's logger writes nothing when the file exists
+    overrides = training_overrides(encoder, gpu_id, parse_config_overrides(ctx.args), log_path)
     if gpu_id < 0:
         msg.info("Training on the CPU: mixed precision off")
     spacy_train(config_path, output_dir, use_gpu=gpu_id, overrides=overrides)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
@@ -51,8 +52,12 @@ def test_uncached_hub_name_offline_suggests_a_local_folder(monkeypatch, tmp_path
 def test_mixed_precision_is_switched_off_on_cpu_only():
     assert training_overrides("enc", -1, {})[MIXED_PRECISION_SETTING] is False
     assert MIXED_PRECISION_SETTING not in training_overrides("enc", 0, {})
-    overrides = training_overrides("enc", 0, {"training.max_steps": 5})
-    assert overrides == {"components.transformer.model.name": "enc", "training.max_steps": 5}
+    overrides = training_overrides("enc", 0, {"training.max_steps": 5}, Path("out/train_log.jsonl"))
+    assert overrides == {
+        "components.transformer.model.name": "enc",
+        "training.logger.output_file": "out/train_log.jsonl",
+        "training.max_steps": 5,
+    }
 
 
 def cuda_available() -> bool:
