@@ -18,7 +18,7 @@ import typer
 from wasabi import msg
 
 from scripts.atomic import write_text_atomic
-from scripts.train import TRAIN_LOG_NAME
+from scripts.train import TRAIN_LOG_NAME, TRAIN_STATS_NAME
 
 
 class BenchmarkError(Exception):
@@ -32,6 +32,7 @@ def read_json(path: Path, made_by: str) -> Any:
 
 
 def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
+    stats = read_json(training_dir / TRAIN_STATS_NAME, "spacy project run train")
     log_path = training_dir / TRAIN_LOG_NAME
     if not log_path.is_file():
         raise BenchmarkError(f"{log_path}: no such file. It is made by `spacy project run train`.")
@@ -45,9 +46,10 @@ def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
             for split in ("dev", "test")
             for mode in ("strict", "default")
         },
-        "train_seconds": last["seconds"],
-        "train_words_per_second": last["words"] / last["seconds"] if last["seconds"] else 0.0,
+        # Initialisation and dev evaluations included: the recipe's figure has neither.
+        "train_seconds": stats["seconds"],
         "train_steps": last["step"],
+        "train_epochs_started": last["epoch"] + 1,
     }
 
 
@@ -83,10 +85,11 @@ def markdown(result: dict[str, Any]) -> str:
         ("spaCy pipeline (this project)", result["spacy"]),
         ("HF Trainer recipe", result["hf_reference"]),
     ):
+        words_per_second = side.get("train_words_per_second")
         rows.append(
             f"| {name} | {100 * side['dev_f1_strict']:.2f} | {100 * side['test_f1_strict']:.2f} | "
             f"{100 * side['test_f1_default']:.2f} | {side['train_seconds'] / 60:.1f} | "
-            f"{side['train_words_per_second']:,.0f} |"
+            f"{f'{words_per_second:,.0f}' if words_per_second else 'n/a'} |"
         )
     return (
         f"Encoder `{result['encoder']}`, {result['machine']}. F1: seqeval, entity level.\n\n"

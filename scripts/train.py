@@ -8,7 +8,9 @@ SPACY_CONFIG_OVERRIDES pass through as with `spacy train`.
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,15 @@ from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
 from wasabi import msg
 
+from scripts.atomic import write_text_atomic
+
 ENCODER_SETTING = "components.transformer.model.name"
 MIXED_PRECISION_SETTING = "components.transformer.model.mixed_precision"
 LOG_SETTING = "training.logger.output_file"
-# One JSON line per evaluation: step, epoch, seconds and words seen so far, scores (the benchmarks read it).
+# One JSON line per evaluation: step, epoch, losses, scores.
 TRAIN_LOG_NAME = "train_log.jsonl"
+# Wall time of the whole run (initialisation and evaluations included).
+TRAIN_STATS_NAME = "train_stats.json"
 
 
 class PreflightError(Exception):
@@ -131,7 +137,11 @@ def main(
     overrides = training_overrides(encoder, gpu_id, parse_config_overrides(ctx.args), log_path)
     if gpu_id < 0:
         msg.info("Training on the CPU: mixed precision off")
+    started = time.perf_counter()
     spacy_train(config_path, output_dir, use_gpu=gpu_id, overrides=overrides)
+    # spaCy's log file has no times: the benchmarks read the wall time from here.
+    stats = {"seconds": time.perf_counter() - started, "encoder": model, "gpu_id": gpu_id}
+    write_text_atomic(output_dir / TRAIN_STATS_NAME, json.dumps(stats, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def runs(tmp_path: Path) -> Path:
             "test": scores(0.838),
         },
     )
-    log = [{"step": 100, "seconds": 300, "words": 90_000}, {"step": 330, "seconds": 960, "words": 300_000}]
+    log = [{"epoch": 0, "step": 100}, {"epoch": 1, "step": 330}]
     write(tmp_path / "training" / "train_log.jsonl", "\n".join(json.dumps(line) for line in log))
+    write(tmp_path / "training" / "train_stats.json", {"seconds": 960.0})
     write(tmp_path / "metrics" / "dev.json", scores(0.876))
     write(tmp_path / "metrics" / "test.json", scores(0.849))
     return tmp_path
@@ -41,16 +42,17 @@ def test_compare_reads_both_sides(runs: Path):
     result = compare(runs / "hf" / "reference.json", runs / "training", runs / "metrics")
     assert result["test_f1_strict_gain"] == pytest.approx(0.011)
     assert result["train_time_ratio"] == pytest.approx(0.8)
-    assert result["spacy"]["train_words_per_second"] == pytest.approx(312.5)
+    assert result["spacy"]["train_steps"] == 330 and result["spacy"]["train_epochs_started"] == 2
     assert result["hf_reference"]["test_f1_default"] == pytest.approx(0.839)
     table = markdown(result)
-    assert "| spaCy pipeline (this project) | 87.60 | 84.90 | 85.00 | 16.0 | 312 |" in table
+    assert "| spaCy pipeline (this project) | 87.60 | 84.90 | 85.00 | 16.0 | n/a |" in table
+    assert "| HF Trainer recipe | 86.00 | 83.80 | 83.90 | 20.0 | 500 |" in table
     assert "+1.10 points" in table and "0.80x" in table
 
 
 def test_missing_inputs_name_the_command(runs: Path):
-    (runs / "training" / "train_log.jsonl").unlink()
-    with pytest.raises(BenchmarkError, match="train_log.jsonl: no such file. It is made by `spacy project run train`"):
+    (runs / "training" / "train_stats.json").unlink()
+    with pytest.raises(BenchmarkError, match="train_stats.json: no such file. It is made by `spacy project run train`"):
         compare(runs / "hf" / "reference.json", runs / "training", runs / "metrics")
     with pytest.raises(BenchmarkError, match="scripts.hf_reference"):
         compare(runs / "nowhere.json", runs / "training", runs / "metrics")

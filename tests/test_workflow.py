@@ -62,7 +62,8 @@ def test_all_writes_every_output(workflow: WorkflowRun):
         assert (workflow.project / "corpus" / f"{split}.spacy").is_file()
     assert (workflow.model_best / "meta.json").is_file()
     log = [json.loads(line) for line in (workflow.project / "training" / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 200 and log[-1]["words"] > 0 and "ents_f" in log[-1]["other_scores"]
+    assert log[-1]["step"] == 200 and "ents_f" in log[-1]["scores"]
+    assert json.loads((workflow.project / "training" / "train_stats.json").read_text())["seconds"] > 0
     for name in ("dev.json", "test.json", "report.md", "test_per_type.png", "test_errors.md", "test_worst.html"):
         assert (workflow.project / "metrics" / name).is_file(), name
     assert workflow.wheel.is_file()
