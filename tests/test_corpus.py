@@ -92,7 +92,7 @@ def test_sentence_and_document_modes_on_the_fixture():
     documents = read_conll_dir(FIXTURE_CONLL_DIR)
     sentence_docs = make_docs(Vocab(), documents["train"], DocMode.sentence)
     document_docs = make_docs(Vocab(), documents["train"], DocMode.document)
-    assert (len(sentence_docs), len(document_docs)) == (60, 6)
+    assert (len(sentence_docs), len(document_docs)) == (40, 4)
     assert all(len(list(doc.sents)) == 10 for doc in document_docs)
     assert [ent.text for doc in sentence_docs for ent in doc.ents] == [
         ent.text for doc in document_docs for ent in doc.ents
@@ -229,7 +229,7 @@ def test_hf_document_mode_groups_fixed_numbers_of_sentences(tmp_path):
         hf_sentences_per_doc=7,
         dataset_dict=hf_dataset_dict(FIXTURE_CONLL_DIR, HF_TAG_NAMES),
     )
-    assert [summary[split]["docs"] for split in SPLITS] == [9, 3, 3]  # ceil(60/7), ceil(20/7), ceil(20/7)
+    assert [summary[split]["docs"] for split in SPLITS] == [6, 3, 3]  # ceil(40/7), ceil(20/7), ceil(20/7)
     assert [len(list(doc.sents)) for doc in read_docbin(tmp_path / "dev.spacy")] == [7, 7, 6]
 
 
