@@ -31,6 +31,15 @@ def read_json(path: Path, made_by: str) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def f1_by_split(scores: dict[str, Any]) -> dict[str, float]:
+    """dev/test F1 in both seqeval modes, from results keyed by split (metrics JSON or reference.json)."""
+    return {
+        f"{split}_f1_{mode}": scores[split][f"seqeval_{mode}"]["f1"]
+        for split in ("dev", "test")
+        for mode in ("strict", "default")
+    }
+
+
 def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
     stats = read_json(training_dir / TRAIN_STATS_NAME, "spacy project run train")
     log_path = training_dir / TRAIN_LOG_NAME
@@ -41,11 +50,7 @@ def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
         split: read_json(metrics_dir / f"{split}.json", "spacy project run evaluate") for split in ("dev", "test")
     }
     return {
-        **{
-            f"{split}_f1_{mode}": scores[split][f"seqeval_{mode}"]["f1"]
-            for split in ("dev", "test")
-            for mode in ("strict", "default")
-        },
+        **f1_by_split(scores),
         # Initialisation and dev evaluations included: the recipe's figure has neither.
         "train_seconds": stats["seconds"],
         "train_steps": last["step"],
@@ -55,11 +60,7 @@ def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
 
 def reference_side(reference: dict[str, Any]) -> dict[str, Any]:
     return {
-        **{
-            f"{split}_f1_{mode}": reference[split][f"seqeval_{mode}"]["f1"]
-            for split in ("dev", "test")
-            for mode in ("strict", "default")
-        },
+        **f1_by_split(reference),
         "train_seconds": reference["train_seconds"],
         "train_words_per_second": reference["train_words_per_second"],
         "train_epochs": reference["recipe"]["epochs"],

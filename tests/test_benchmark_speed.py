@@ -1,60 +1,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from scripts.corpus import convert
-from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, WorkflowRun
+from tests.conftest import PROJECT_DIR, WorkflowRun, run
+from tests.test_hf_reference import train_reference_on_fixture
 
 pytestmark = pytest.mark.slow
 
 
 def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert, workflow: WorkflowRun):
-    convert(tmp_path / "corpus", FIXTURE_CONLL_DIR)
-    reference = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts.hf_reference",
-            str(tiny_bert),
-            str(tmp_path / "corpus"),
-            str(tmp_path / "hf"),
-            "--epochs",
-            "1",
-            "--max-train-sentences",
-            "16",
-        ],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert reference.returncode == 0, reference.stdout + reference.stderr
+    train_reference_on_fixture(tiny_bert, tmp_path / "corpus", tmp_path / "hf", 16)
     output = tmp_path / "benchmark_speed.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts.benchmark_speed",
-            str(workflow.model_best),
-            str(tmp_path / "hf" / "model"),
-            str(tiny_bert),
-            str(tmp_path / "corpus" / "test.spacy"),
-            str(output),
-            "--repetitions",
-            "2",
-            "--limit",
-            "12",
-        ],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run(
+        [sys.executable, "-m", "scripts.benchmark_speed", str(workflow.model_best), str(tmp_path / "hf" / "model"),
+         str(tiny_bert), str(tmp_path / "corpus" / "test.spacy"), str(output), "--repetitions", "2", "--limit", "12"],
+        PROJECT_DIR,
+    )  # fmt: skip
     speed = json.loads(output.read_text())
     for key in (
         "spacy_words_per_s",

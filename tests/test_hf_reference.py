@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 from scripts.corpus import convert
 from scripts.hf_reference import IGNORED, TAGS, align_labels, first_subtoken_tags
-from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR
+from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, run
 
 
 def test_every_subtoken_gets_its_words_tag_and_special_tokens_are_ignored():
@@ -21,28 +21,19 @@ def test_word_tags_come_from_the_first_subtoken():
     assert first_subtoken_tags(word_ids, predicted, 4) == ["B-ORG", "I-ORG", "O", "O"]  # word 3 was truncated
 
 
+def train_reference_on_fixture(encoder: Path, corpus_dir: Path, output_dir: Path, sentences: int) -> dict:
+    """One epoch of the recipe on the first sentences of the fixture corpus, through its CLI."""
+    convert(corpus_dir, FIXTURE_CONLL_DIR)
+    run(
+        [sys.executable, "-m", "scripts.hf_reference", str(encoder), str(corpus_dir), str(output_dir),
+         "--epochs", "1", "--max-train-sentences", str(sentences)],
+        PROJECT_DIR,
+    )  # fmt: skip
+    return json.loads((output_dir / "reference.json").read_text())
+
+
 def test_reference_recipe_runs_and_scores_on_a_slice(tmp_path, tiny_bert):
-    convert(tmp_path / "corpus", FIXTURE_CONLL_DIR)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts.hf_reference",
-            str(tiny_bert),
-            str(tmp_path / "corpus"),
-            str(tmp_path / "out"),
-            "--epochs",
-            "1",
-            "--max-train-sentences",
-            "32",
-        ],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    reference = json.loads((tmp_path / "out" / "reference.json").read_text())
+    reference = train_reference_on_fixture(tiny_bert, tmp_path / "corpus", tmp_path / "out", 32)
     assert reference["train_sentences"] == 32 and reference["recipe"]["learning_rate"] == 2e-5
     for split, sentences in (("dev", 20), ("test", 20)):
         assert reference[split]["n_sentences"] == sentences
