@@ -1,12 +1,13 @@
 """Inference speed, side by side, on the CoNLL test texts.
 
-(a) our spaCy pipeline through nlp.pipe, in full precision and with its encoder's
-linear layers quantized to int8; (b) the HF token-classification pipeline
+(a) our spaCy pipeline through nlp.pipe, in full precision and with its int8 load
+option (scripts/encoder_int8.py); (b) the HF token-classification pipeline
 (aggregation "simple") on the same encoder at batch 1 and batch 32; (c) the bare
-encoder forward pass over length-sorted batches of 32, the practical ceiling.
-Each configuration runs in a fresh process (so its peak memory is its own) with
-the same thread count; one warm-up pass is excluded and the median of several
-timed passes is reported, in words per second (CoNLL words).
+encoder forward pass over length-sorted batches of 32, fp32 and int8: the practical
+ceilings. Each configuration runs in a fresh process (so its peak memory is its own)
+with the same thread count; one warm-up pass is excluded and the median of several
+timed passes is reported, in words per second (CoNLL words), with the test F1 of
+the configurations that tag. Writes the JSON and a Markdown table beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from spacy.vocab import Vocab
 from wasabi import msg
 
 from scripts.atomic import write_text_atomic
+from scripts.encoder_int8 import quantize_linear_int8
+from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, load_pipeline
 from scripts.train import PreflightError, resolve_encoder
 
 ENCODER_BATCH = 32
@@ -39,31 +43,29 @@ def sentence_texts(path: Path, limit: int = 0) -> list[str]:
     return texts[:limit] if limit else texts
 
 
-def quantize_int8(torch_model: Any) -> Any:
-    """Dynamic int8 quantization of the linear layers: the bulk of an encoder's work on the CPU."""
-    import torch
+@dataclass
+class Runner:
+    """One configuration, loaded: `run` processes the texts; `test_f1`, if it can score, is its test F1 (strict)."""
 
-    return torch.ao.quantization.quantize_dynamic(torch_model, {torch.nn.Linear}, dtype=torch.qint8)
+    run: Callable[[list[str]], None]
+    test_f1: Callable[[], float] | None = None
 
 
-def spacy_runner(model: str, int8: bool, gpu_id: int) -> Callable[[list[str]], None]:
-    import spacy
-
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
-    if int8:
-        shim = nlp.get_pipe("transformer").model.layers[0].shims[0]
-        shim._model = quantize_int8(shim._model)
+def spacy_runner(model: str, int8: bool, gpu_id: int, test_docbin: str) -> Runner:
+    nlp = load_pipeline(model, gpu_id, int8)
 
     def run(texts: list[str]) -> None:
         for _ in nlp.pipe(texts):
             pass
 
-    return run
+    def test_f1() -> float:
+        gold_docs = load_gold_docs(Path(test_docbin), nlp.vocab)
+        return evaluate(nlp, gold_docs, nlp.batch_size).results["seqeval_strict"]["f1"]
+
+    return Runner(run, test_f1)
 
 
-def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Callable[[list[str]], None]:
+def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Runner:
     from transformers import pipeline
 
     tagger = pipeline("token-classification", model=model, aggregation_strategy="simple", device=gpu_id)
@@ -72,16 +74,18 @@ def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Callable[[li
         for _ in tagger(texts, batch_size=batch_size):
             pass
 
-    return run
+    return Runner(run)
 
 
-def encoder_runner(encoder: str, gpu_id: int) -> Callable[[list[str]], None]:
+def encoder_runner(encoder: str, int8: bool, gpu_id: int) -> Runner:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModel.from_pretrained(encoder).eval().to(device)
+    if int8:
+        model = quantize_linear_int8(model)
 
     def run(texts: list[str]) -> None:
         ordered = sorted(texts, key=len)
@@ -90,36 +94,38 @@ def encoder_runner(encoder: str, gpu_id: int) -> Callable[[list[str]], None]:
                 batch = tokenizer(ordered[start : start + ENCODER_BATCH], padding=True, return_tensors="pt")
                 model(**batch.to(device))
 
-    return run
+    return Runner(run)
 
 
-RUNNERS: dict[str, Callable[[dict[str, Any]], Callable[[list[str]], None]]] = {
-    "spacy": lambda o: spacy_runner(o["spacy_model"], False, o["gpu_id"]),
-    # torch's dynamic int8 kernels are CPU kernels: measured on the CPU whatever gpu_id says.
-    "spacy_int8": lambda o: spacy_runner(o["spacy_model"], True, -1),
+# torch's dynamic int8 kernels are CPU kernels: the int8 configurations run on the CPU whatever gpu_id says.
+RUNNERS: dict[str, Callable[[dict[str, Any]], Runner]] = {
+    "spacy": lambda o: spacy_runner(o["spacy_model"], False, o["gpu_id"], o["test_docbin"]),
+    "spacy_int8": lambda o: spacy_runner(o["spacy_model"], True, -1, o["test_docbin"]),
     "hf_pipeline_bs1": lambda o: hf_pipeline_runner(o["hf_model"], 1, o["gpu_id"]),
     "hf_pipeline_bs32": lambda o: hf_pipeline_runner(o["hf_model"], 32, o["gpu_id"]),
-    "encoder_forward": lambda o: encoder_runner(o["encoder"], o["gpu_id"]),
+    "encoder_forward": lambda o: encoder_runner(o["encoder"], False, o["gpu_id"]),
+    "encoder_forward_int8": lambda o: encoder_runner(o["encoder"], True, -1),
 }
 
 
 def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: int, threads: int) -> dict[str, Any]:
-    """Runs in its own process: load, one warm-up pass, then the timed passes."""
+    """Runs in its own process: load, one warm-up pass, the timed passes, then the test F1 where there is one."""
     import torch
 
     torch.set_num_threads(threads)
-    run = RUNNERS[name](options)
-    run(texts[: min(len(texts), 64)])
+    runner = RUNNERS[name](options)
+    runner.run(texts[: min(len(texts), 64)])
     seconds = []
     for _ in range(repetitions):
         started = time.perf_counter()
-        run(texts)
+        runner.run(texts)
         seconds.append(time.perf_counter() - started)
     words = sum(len(text.split()) for text in texts)
     return {
         "words_per_second": words / statistics.median(seconds),
         "seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "test_f1_strict": runner.test_f1() if runner.test_f1 else None,
     }
 
 
@@ -128,12 +134,17 @@ def measure_in_fresh_process(name: str, options: dict[str, Any], texts: list[str
         return pool.apply(measure, (name, options, texts, repetitions, threads))
 
 
-def benchmark(options: dict[str, Any], texts: list[str], repetitions: int, threads: int) -> dict[str, Any]:
+def benchmark(
+    options: dict[str, Any], texts: list[str], repetitions: int, threads: int, reference_f1: float | None
+) -> dict[str, Any]:
     runs = {}
     for name in RUNNERS:
         msg.info(f"{name}: {len(texts):,} texts x {repetitions}")
         runs[name] = measure_in_fresh_process(name, options, texts, repetitions, threads)
         msg.text(f"  {runs[name]['words_per_second']:,.0f} words/s, peak {runs[name]['peak_rss_mb']:,.0f} MB")
+    # The HF pipelines run the recipe's model: its test F1 is the one scripts.hf_reference measured.
+    for name in ("hf_pipeline_bs1", "hf_pipeline_bs32"):
+        runs[name]["test_f1_strict"] = reference_f1
     speed = {name: run["words_per_second"] for name, run in runs.items()}
     return {
         "spacy_words_per_s": speed["spacy"],
@@ -141,17 +152,65 @@ def benchmark(options: dict[str, Any], texts: list[str], repetitions: int, threa
         "hf_pipeline_bs1_words_per_s": speed["hf_pipeline_bs1"],
         "hf_pipeline_bs32_words_per_s": speed["hf_pipeline_bs32"],
         "encoder_forward_words_per_s": speed["encoder_forward"],
+        "encoder_forward_int8_words_per_s": speed["encoder_forward_int8"],
         "ratio_vs_hf_bs32": speed["spacy"] / speed["hf_pipeline_bs32"],
         "ratio_int8_vs_hf_bs32": speed["spacy_int8"] / speed["hf_pipeline_bs32"],
         "ratio_vs_encoder": speed["spacy"] / speed["encoder_forward"],
+        "ratio_int8_vs_encoder_int8": speed["spacy_int8"] / speed["encoder_forward_int8"],
+        "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
         "n_texts": len(texts),
         "n_words": sum(len(text.split()) for text in texts),
         "threads": threads,
         "repetitions": repetitions,
-        "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} CPU cores, {platform.platform()}",
+        "machine": machine_description(),
         "options": options,
     }
+
+
+def machine_description() -> str:
+    """CPU model (Linux), core count and platform: the speeds mean little without them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line for line in lines if line.startswith("model name")]
+    cpu = names[0].split(":", 1)[1].strip() if names else platform.machine()
+    return f"{cpu}, {multiprocessing.cpu_count()} CPU cores, {platform.platform()}"
+
+
+def reference_test_f1(path: Path | None) -> float | None:
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))["test"]["seqeval_strict"]["f1"]
+
+
+ROWS = (
+    ("spaCy pipeline, fp32 (this project)", "spacy", "ratio_vs_hf_bs32"),
+    ("spaCy pipeline, int8 encoder option", "spacy_int8", "ratio_int8_vs_hf_bs32"),
+    ("HF pipeline, batch 1", "hf_pipeline_bs1", None),
+    ("HF pipeline, batch 32", "hf_pipeline_bs32", None),
+    ("bare encoder forward, length-sorted batches of 32 (fp32 ceiling)", "encoder_forward", None),
+    ("bare encoder forward, int8, length-sorted batches of 32 (int8 ceiling)", "encoder_forward_int8", None),
+)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = []
+    for label, name, ratio_key in ROWS:
+        run = result["runs"][name]
+        f1 = run["test_f1_strict"]
+        rows.append(
+            f"| {label} | {run['words_per_second']:,.0f} | "
+            f"{f'{result[ratio_key]:.2f}x' if ratio_key else ''} | {run['peak_rss_mb']:,.0f} | "
+            f"{f'{100 * f1:.2f}' if f1 is not None else ''} |"
+        )
+    return (
+        f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} torch threads, "
+        f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"
+        "| configuration | words/s | vs HF batch 32 | peak RSS MB | test F1 strict |\n"
+        "| --- | --: | --: | --: | --: |\n" + "\n".join(rows) + "\n\n"
+        f"Share of the ceiling of the same precision: fp32 {result['ratio_vs_encoder']:.2f}x, "
+        f"int8 {result['ratio_int8_vs_encoder_int8']:.2f}x.\n"
+    )
 
 
 def main(
@@ -165,6 +224,7 @@ def main(
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
     model_revision: str = typer.Option("", help="Hub commit of the encoder when it is a hub name"),
     gpu_id: int = typer.Option(-1, help="CUDA device, -1 for the CPU"),
+    reference: Path = typer.Option(None, help="reference.json of scripts.hf_reference: the HF model's test F1"),
 ) -> None:
     if not test_docbin.is_file():
         msg.fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
@@ -174,10 +234,25 @@ def main(
     except PreflightError as err:
         msg.fail("Cannot load the encoder", str(err))
         sys.exit(1)
-    options = {"spacy_model": spacy_model, "hf_model": hf_model, "encoder": encoder, "gpu_id": gpu_id}
-    results = benchmark(options, sentence_texts(test_docbin, limit), repetitions, threads)
+    options = {
+        "spacy_model": spacy_model,
+        "hf_model": hf_model,
+        "encoder": encoder,
+        "gpu_id": gpu_id,
+        "test_docbin": str(test_docbin),
+    }
+    try:
+        texts = sentence_texts(test_docbin, limit)
+        results = benchmark(options, texts, repetitions, threads, reference_test_f1(reference))
+    except EvaluationError as err:
+        msg.fail("Cannot load the spaCy pipeline", str(err))
+        sys.exit(1)
     write_text_atomic(output, json.dumps(results, indent=2) + "\n")
-    msg.good(f"Wrote {output}: spaCy {results['ratio_vs_hf_bs32']:.2f}x the HF pipeline at batch 32")
+    write_text_atomic(output.with_suffix(".md"), markdown(results))
+    msg.good(
+        f"Wrote {output} and its .md: spaCy {results['ratio_vs_hf_bs32']:.2f}x the HF pipeline at batch 32 (fp32), "
+        f"{results['ratio_int8_vs_hf_bs32']:.2f}x with int8"
+    )
 
 
 if __name__ == "__main__":

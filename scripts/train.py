@@ -20,6 +20,8 @@ from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
 from wasabi import msg
 
+# Registers the encoder_int8 factory that the configs' pipelines name.
+import scripts.encoder_int8  # noqa: F401
 from scripts.atomic import write_text_atomic
 
 ENCODER_SETTING = "components.transformer.model.name"

@@ -24,7 +24,7 @@ def test_both_configs_exist():
 def test_debug_config_passes_offline(config_path, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
-        [sys.executable, "-m", "spacy", "debug", "config", str(config_path)],
+        [sys.executable, "-m", "spacy", "debug", "config", str(config_path), "--code", "scripts/encoder_int8.py"],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,

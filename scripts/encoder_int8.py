@@ -1,0 +1,104 @@
+"""An int8 encoder as a load option of the pipeline: the `encoder_int8` component.
+
+The component sits in the pipeline and does nothing until it is enabled at load time:
+
+    nlp = spacy.load("en_bert_ner", config={"components.encoder_int8.enabled": True})
+
+Then, once the transformer's weights are loaded, the linear layers of its encoder (the
+bulk of the work on a CPU) are replaced by dynamically quantized int8 ones
+(`torch.ao.quantization.quantize_dynamic`). CPU only; the saved weights stay fp32.
+`spacy package --code scripts/encoder_int8.py` ships this file inside the wheel, so
+the installed package offers the option without this project.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from spacy.language import Language
+from spacy.tokens import Doc
+
+FACTORY = "encoder_int8"
+ENABLED_SETTING = f"components.{FACTORY}.enabled"
+
+
+class EncoderInt8Error(ValueError):
+    """The option cannot be applied: the message says why and what to do instead."""
+
+
+def quantize_linear_int8(torch_model: Any) -> Any:
+    """A copy of the module with its nn.Linear layers quantized to int8 (weights ahead, activations per batch)."""
+    import torch
+
+    # torch warns that its quantization API moves to torchao; the pinned torch still ships and supports it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.(ao\.quantization|quantize_per_tensor)")
+        return torch.ao.quantization.quantize_dynamic(torch_model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+class EncoderInt8:
+    """No-op at inference; when enabled, quantizes the named transformer's encoder as the pipeline loads."""
+
+    def __init__(self, nlp: Language, name: str, enabled: bool, transformer: str) -> None:
+        self.nlp = nlp
+        self.name = name
+        self.enabled = enabled
+        self.transformer = transformer
+        self.quantized = False
+
+    def __call__(self, doc: Doc) -> Doc:
+        return doc
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterator[Doc]:
+        yield from docs
+
+    def quantize(self) -> None:
+        if self.transformer not in self.nlp.component_names:
+            raise EncoderInt8Error(
+                f"{self.name}: the pipeline has no component '{self.transformer}' to quantize "
+                f"(components: {', '.join(self.nlp.component_names)}). Set [components.{self.name}] transformer."
+            )
+        shims = [shim for node in self.nlp.get_pipe(self.transformer).model.walk() for shim in node.shims]
+        for shim in shims:
+            device = next(shim._model.parameters()).device
+            if device.type != "cpu":
+                raise EncoderInt8Error(
+                    f"{self.name}: int8 quantization runs on the CPU only, but the encoder is on {device}. "
+                    "On a GPU, load the pipeline without the int8 option."
+                )
+            shim._model = quantize_linear_int8(shim._model)
+        self.quantized = True
+
+    # The transformer deserializes before this component (pipeline order), so its weights are in place here.
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> EncoderInt8:
+        if self.enabled and not self.quantized:
+            self.quantize()
+        return self
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = ()) -> EncoderInt8:
+        return self.from_disk(Path(), exclude=exclude)
+
+    # Nothing of its own to save: the option is a setting in config.cfg.
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> None:
+        if self.quantized:
+            raise EncoderInt8Error(
+                f"{self.name}: this pipeline was loaded with int8 weights, which would overwrite the fp32 ones. "
+                "Load it without the int8 option to save it."
+            )
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        self.to_disk(Path(), exclude=exclude)
+        return b""
+
+
+def make_encoder_int8(nlp: Language, name: str, enabled: bool, transformer: str) -> EncoderInt8:
+    return EncoderInt8(nlp, name, enabled, transformer)
+
+
+# This file is imported both as scripts.encoder_int8 (the project) and from inside the installed
+# wheel; registering the same factory twice from two files is an error in spaCy, so the first wins.
+if not Language.has_factory(FACTORY):
+    Language.factory(FACTORY, default_config={"enabled": False, "transformer": "transformer"})(make_encoder_int8)
