@@ -31,7 +31,7 @@ from scripts.annotate import (
     numbered_lines,
     write_error,
 )
-from tests.conftest import LABELS, PROJECT_DIR
+from tests.conftest import LABELS, PROJECT_DIR, flat
 
 NEWS_LINES = [
     "EU rejects German call to boycott British lamb .",
@@ -332,6 +332,19 @@ def test_cli_two_processes_match_one(site_dir: Path, nlp: Language, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "annotated 300, skipped 0" in result.stderr
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_cli_int8_option(site_dir: Path, tmp_path: Path):
+    source = tmp_path / "news.txt"
+    source.write_text("".join(line + "\n" for line in NEWS_LINES), encoding="utf-8")
+    result = run_cli(site_dir, "en_bert_ner", source, tmp_path / "int8.jsonl", "--int8")
+    assert result.returncode == 0, result.stderr
+    assert f"annotated {len(NEWS_LINES)}, skipped 0" in result.stderr
+    refused = run_cli(site_dir, "en_bert_ner", source, tmp_path / "two.jsonl", "--int8", "--n-process", 2)
+    assert refused.returncode == 1
+    assert "--int8 runs in one process: drop --n-process" in flat(refused.stderr)
+    assert not (tmp_path / "two.jsonl").exists()
 
 
 @pytest.fixture

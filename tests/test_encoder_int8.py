@@ -56,6 +56,21 @@ def test_enabled_quantizes_every_linear_layer_and_keeps_the_output(saved_pipelin
     assert not numpy.array_equal(reference, quantized)
 
 
+def test_keep_fp32_leaves_the_named_layers_alone(saved_pipeline):
+    kept = "encoder.layer.0.output.dense"
+    nlp = spacy.load(saved_pipeline, config={ENABLED_SETTING: True, "components.encoder_int8.keep_fp32": [kept]})
+    encoder = nlp.get_pipe("transformer").model.layers[0].shims[0]._model
+    modules = dict(encoder.named_modules())
+    assert type(modules[kept]) is torch.nn.Linear
+    assert type(modules["encoder.layer.1.output.dense"]) is not torch.nn.Linear
+
+
+def test_an_unknown_keep_fp32_name_is_named(saved_pipeline):
+    config = {ENABLED_SETTING: True, "components.encoder_int8.keep_fp32": ["encoder.layer.9.output.dense"]}
+    with pytest.raises(EncoderInt8Error, match=r"keep_fp32 names encoder\.layer\.9\.output\.dense.*Fix"):
+        spacy.load(saved_pipeline, config=config)
+
+
 def test_saving_an_int8_pipeline_is_refused(saved_pipeline, tmp_path):
     int8 = spacy.load(saved_pipeline, config={ENABLED_SETTING: True})
     with pytest.raises(EncoderInt8Error, match="Load it without the int8 option to save it"):
