@@ -53,6 +53,8 @@ def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
         **f1_by_split(scores),
         # Initialisation and dev evaluations included: the recipe's figure has neither.
         "train_seconds": stats["seconds"],
+        # Words seen over the seconds of the training loop (spaCy's clock starts after initialisation).
+        "train_words_per_second": last["words"] / last["seconds"] if last["seconds"] else None,
         "train_steps": last["step"],
         "train_epochs_started": last["epoch"] + 1,
     }

@@ -20,14 +20,15 @@ from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
 from wasabi import msg
 
-# Registers the encoder_int8 factory that the configs' pipelines name.
+# Register the encoder_int8 factory and the training logger that the configs name.
 import scripts.encoder_int8  # noqa: F401
+import scripts.training_logger  # noqa: F401
 from scripts.atomic import write_text_atomic
 
 ENCODER_SETTING = "components.transformer.model.name"
 MIXED_PRECISION_SETTING = "components.transformer.model.mixed_precision"
 LOG_SETTING = "training.logger.output_file"
-# One JSON line per evaluation: step, epoch, losses, scores.
+# One JSON line per evaluation: step, epoch, words, seconds, losses, scores (scripts/training_logger.py).
 TRAIN_LOG_NAME = "train_log.jsonl"
 # Wall time of the whole run (initialisation and evaluations included).
 TRAIN_STATS_NAME = "train_stats.json"
@@ -135,7 +136,6 @@ def main(
         sys.exit(1)
     msg.info(f"Encoder: {model}" + (f" (snapshot {encoder})" if encoder != model else ""))
     log_path = output_dir / TRAIN_LOG_NAME
-    log_path.unlink(missing_ok=True)  # spaCy's logger writes nothing when the file exists
     overrides = training_overrides(encoder, gpu_id, parse_config_overrides(ctx.args), log_path)
     if gpu_id < 0:
         msg.info("Training on the CPU: mixed precision off")

@@ -30,7 +30,10 @@ def runs(tmp_path: Path) -> Path:
             "test": scores(0.838),
         },
     )
-    log = [{"epoch": 0, "step": 100}, {"epoch": 1, "step": 330}]
+    log = [
+        {"epoch": 0, "step": 100, "words": 90000, "seconds": 200},
+        {"epoch": 1, "step": 330, "words": 330000, "seconds": 600},
+    ]
     write(tmp_path / "training" / "train_log.jsonl", "\n".join(json.dumps(line) for line in log))
     write(tmp_path / "training" / "train_stats.json", {"seconds": 960.0})
     write(tmp_path / "metrics" / "dev.json", scores(0.876))
@@ -45,7 +48,7 @@ def test_compare_reads_both_sides(runs: Path):
     assert result["spacy"]["train_steps"] == 330 and result["spacy"]["train_epochs_started"] == 2
     assert result["hf_reference"]["test_f1_default"] == pytest.approx(0.839)
     table = markdown(result)
-    assert "| spaCy pipeline (this project) | 87.60 | 84.90 | 85.00 | 16.0 | n/a |" in table
+    assert "| spaCy pipeline (this project) | 87.60 | 84.90 | 85.00 | 16.0 | 550 |" in table
     assert "| HF Trainer recipe | 86.00 | 83.80 | 83.90 | 20.0 | 500 |" in table
     assert "+1.10 points" in table and "0.80x" in table
 

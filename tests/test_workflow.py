@@ -63,6 +63,7 @@ def test_all_writes_every_output(workflow: WorkflowRun):
     assert (workflow.model_best / "meta.json").is_file()
     log = [json.loads(line) for line in (workflow.project / "training" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 200 and "ents_f" in log[-1]["scores"]
+    assert log[-1]["words"] > log[0]["words"] >= 0 and log[-1]["seconds"] >= log[0]["seconds"] >= 0
     assert json.loads((workflow.project / "training" / "train_stats.json").read_text())["seconds"] > 0
     for name in ("dev.json", "test.json", "report.md", "test_per_type.png", "test_errors.md", "test_worst.html"):
         assert (workflow.project / "metrics" / name).is_file(), name
