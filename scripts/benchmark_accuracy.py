@@ -8,9 +8,7 @@ Writes metrics/benchmark_accuracy.json and a Markdown table beside it.
 from __future__ import annotations
 
 import json
-import platform
 import sys
-from multiprocessing import cpu_count
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import typer
 from wasabi import msg
 
 from scripts.atomic import write_text_atomic
+from scripts.benchmark_speed import machine_description
 from scripts.train import TRAIN_LOG_NAME, TRAIN_STATS_NAME
 
 
@@ -78,7 +77,7 @@ def compare(reference_path: Path, training_dir: Path, metrics_dir: Path) -> dict
         "encoder": reference["encoder"],
         "test_f1_strict_gain": ours["test_f1_strict"] - theirs["test_f1_strict"],
         "train_time_ratio": ours["train_seconds"] / theirs["train_seconds"],
-        "machine": f"{platform.machine()}, {cpu_count()} CPU cores",
+        "machine": machine_description(),
     }
 
 
