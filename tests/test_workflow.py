@@ -123,7 +123,7 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, tmp_path):
         for path, hiding_place in hidden:
             hiding_place.rename(path)
     result = json.loads(output.strip().splitlines()[-1])
-    assert result["pipeline"] == ["transformer", "ner"]
+    assert result["pipeline"] == ["transformer", "ner", "encoder_int8"]
     assert result["module"].startswith(str(venv))
     assert result["n_docs"] == 200
     assert result["ents"], "the trained model found no entity in a sentence from its training data"
