@@ -17,6 +17,7 @@ from wasabi import msg
 
 from scripts.atomic import write_text_atomic
 from scripts.benchmark_speed import machine_description
+from scripts.evaluate import md_table, percent
 from scripts.train import TRAIN_LOG_NAME, TRAIN_STATS_NAME
 
 
@@ -83,20 +84,22 @@ def compare(reference_path: Path, training_dir: Path, metrics_dir: Path) -> dict
 
 def markdown(result: dict[str, Any]) -> str:
     rows = []
-    for name, side in (
-        ("spaCy pipeline (this project)", result["spacy"]),
-        ("HF Trainer recipe", result["hf_reference"]),
-    ):
+    sides = (("spaCy pipeline (this project)", result["spacy"]), ("HF Trainer recipe", result["hf_reference"]))
+    for name, side in sides:
         words_per_second = side.get("train_words_per_second")
         rows.append(
-            f"| {name} | {100 * side['dev_f1_strict']:.2f} | {100 * side['test_f1_strict']:.2f} | "
-            f"{100 * side['test_f1_default']:.2f} | {side['train_seconds'] / 60:.1f} | "
-            f"{f'{words_per_second:,.0f}' if words_per_second else 'n/a'} |"
+            [
+                name,
+                *(percent(side[key]) for key in ("dev_f1_strict", "test_f1_strict", "test_f1_default")),
+                f"{side['train_seconds'] / 60:.1f}",
+                f"{words_per_second:,.0f}" if words_per_second else "n/a",
+            ]
         )
+    header = ["system", "dev F1 strict", "test F1 strict", "test F1 default", "training min", "training words/s"]
     return (
         f"Encoder `{result['encoder']}`, {result['machine']}. F1: seqeval, entity level.\n\n"
-        "| system | dev F1 strict | test F1 strict | test F1 default | training min | training words/s |\n"
-        "| --- | --: | --: | --: | --: | --: |\n" + "\n".join(rows) + "\n\n"
+        + md_table(header, rows)
+        + "\n\n"
         f"Test F1 gain of the spaCy pipeline: {100 * result['test_f1_strict_gain']:+.2f} points; "
         f"its training time is {result['train_time_ratio']:.2f}x the recipe's.\n"
     )

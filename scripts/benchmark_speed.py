@@ -31,7 +31,7 @@ from wasabi import msg
 
 from scripts.atomic import write_text_atomic
 from scripts.encoder_int8 import quantize_linear_int8
-from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, load_pipeline
+from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, load_pipeline, md_table, percent
 from scripts.train import PreflightError, resolve_encoder
 
 ENCODER_BATCH = 32
@@ -196,18 +196,22 @@ ROWS = (
 def markdown(result: dict[str, Any]) -> str:
     rows = []
     for label, name, ratio_key in ROWS:
-        run = result["runs"][name]
-        f1 = run["test_f1_strict"]
+        run, f1 = result["runs"][name], result["runs"][name]["test_f1_strict"]
         rows.append(
-            f"| {label} | {run['words_per_second']:,.0f} | "
-            f"{f'{result[ratio_key]:.2f}x' if ratio_key else ''} | {run['peak_rss_mb']:,.0f} | "
-            f"{f'{100 * f1:.2f}' if f1 is not None else ''} |"
+            [
+                label,
+                f"{run['words_per_second']:,.0f}",
+                f"{result[ratio_key]:.2f}x" if ratio_key else "",
+                f"{run['peak_rss_mb']:,.0f}",
+                percent(f1) if f1 is not None else "",
+            ]
         )
+    header = ["configuration", "words/s", "vs HF batch 32", "peak RSS MB", "test F1 strict"]
     return (
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} torch threads, "
         f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"
-        "| configuration | words/s | vs HF batch 32 | peak RSS MB | test F1 strict |\n"
-        "| --- | --: | --: | --: | --: |\n" + "\n".join(rows) + "\n\n"
+        + md_table(header, rows)
+        + "\n\n"
         f"Share of the ceiling of the same precision: fp32 {result['ratio_vs_encoder']:.2f}x, "
         f"int8 {result['ratio_int8_vs_encoder_int8']:.2f}x.\n"
     )

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from huggingface_hub import HfApi
 from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
 from wasabi import msg
@@ -79,7 +78,7 @@ def resolve_encoder(model: str, revision: str = "") -> str:
         return str(folder)
     if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a hub name
         raise PreflightError(f"{model}: no such folder. Set --vars.model to an encoder folder or a hub name.")
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
 
     pinned = f"'{model}' at revision {revision or 'main'}"
     options = {"revision": revision or None, "allow_patterns": ENCODER_FILE_PATTERNS}

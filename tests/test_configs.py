@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
 from spacy import util
 
-from tests.conftest import PROJECT_DIR, flat
+from tests.conftest import PROJECT_DIR, flat, run
 
 CONFIGS = sorted((PROJECT_DIR / "configs").glob("*.cfg"))
 # What the README and tests rely on to shorten a run.
@@ -25,16 +24,8 @@ def test_both_configs_exist():
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: path.stem)
 def test_debug_config_passes_offline(config_path, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run(
-        [sys.executable, "-c", SPACY_CLI, "debug", "config", str(config_path)],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Config is valid" in flat(result.stdout)
+    output = run([sys.executable, "-c", SPACY_CLI, "debug", "config", str(config_path)], PROJECT_DIR, env, timeout=300)
+    assert "Config is valid" in flat(output)
 
 
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: path.stem)
