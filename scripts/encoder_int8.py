@@ -10,10 +10,16 @@ bulk of the work on a CPU) are replaced by dynamically quantized int8 ones
 listed in `keep_fp32`. CPU only; the saved weights stay fp32.
 `spacy package --code scripts/encoder_int8.py` ships this file inside the wheel, so
 the installed package offers the option without this project.
+
+Because the package imports this file as it loads, it is also where the pipeline is made
+safe for `nlp.pipe(texts, n_process=N)` with Linux's default start method, fork (see
+`install_fork_handlers`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -23,6 +29,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 FACTORY = "encoder_int8"
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 ENABLED_SETTING = f"components.{FACTORY}.enabled"
 
 
@@ -116,9 +123,57 @@ def make_encoder_int8(nlp: Language, name: str, enabled: bool, transformer: str,
     return EncoderInt8(nlp, name, enabled, transformer, keep_fp32)
 
 
+def use_one_torch_thread_in_forked_child() -> None:
+    """A forked child inherits the parent's OpenMP state but not its worker threads.
+
+    PyTorch's CPU kernels run on GNU OpenMP, whose thread pool does not survive fork: a child
+    whose first forward pass asks for more than one thread waits forever for threads that do
+    not exist (that is how `nlp.pipe(n_process=2)` hung). With one thread, OpenMP runs the
+    work inline and never touches the pool. spaCy's workers are meant to be one per core
+    anyway, so one thread each is also the right share of the CPU.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+_tokenizers_parallelism_set_for_fork = False
+
+
+def quiet_tokenizers_before_fork() -> None:
+    """Set TOKENIZERS_PARALLELISM for the child to inherit; the parent gets its own value back after the fork.
+
+    The Rust tokenizer's own fork handler runs in the child before any Python code can, and
+    prints "The current process just got forked, after parallelism has already been used"
+    unless the variable is set. It also turns the child's tokenizer parallelism off, which
+    the variable's value, false, says too.
+    """
+    global _tokenizers_parallelism_set_for_fork
+    if TOKENIZERS_PARALLELISM not in os.environ:
+        os.environ[TOKENIZERS_PARALLELISM] = "false"
+        _tokenizers_parallelism_set_for_fork = True
+
+
+def restore_tokenizers_after_fork_in_parent() -> None:
+    global _tokenizers_parallelism_set_for_fork
+    if _tokenizers_parallelism_set_for_fork:
+        os.environ.pop(TOKENIZERS_PARALLELISM, None)
+        _tokenizers_parallelism_set_for_fork = False
+
+
+def install_fork_handlers() -> None:
+    """Make every fork of this process a safe spaCy worker, whoever forks (spaCy, multiprocessing, the app)."""
+    os.register_at_fork(
+        before=quiet_tokenizers_before_fork,
+        after_in_parent=restore_tokenizers_after_fork_in_parent,
+        after_in_child=use_one_torch_thread_in_forked_child,
+    )
+
+
 # This file is imported both as scripts.encoder_int8 (the project) and from inside the installed
 # wheel; registering the same factory twice from two files is an error in spaCy, so the first wins.
 if not Language.has_factory(FACTORY):
+    install_fork_handlers()
     Language.factory(FACTORY, default_config={"enabled": False, "transformer": "transformer", "keep_fp32": []})(
         make_encoder_int8
     )
