@@ -20,12 +20,13 @@ all: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m spacy project run demo . $(ARGS)
 
-# After `make demo`: the HF Trainer recipe beside the CPU pipeline, then inference speed.
+# After `make demo`: the HF Trainer recipe beside the CPU pipeline, then inference speed, then worker processes.
 # On a GPU machine, after `make all`: `spacy project run benchmark-accuracy` and `benchmark-speed`.
 CPU_VARS := --vars.model assets/all-MiniLM-L6-v2 --vars.gpu_id -1
 benchmarks: $(BIN)/.installed
 	$(BIN)/python -m spacy project run benchmark-accuracy . $(CPU_VARS) $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-speed . $(CPU_VARS) $(ARGS)
+	$(BIN)/python -m spacy project run benchmark-processes . $(ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)

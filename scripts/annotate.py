@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import itertools
 import json
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -46,8 +45,6 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 TEXT_SUFFIXES = {".txt"}
 # Keys that every output object gets from the annotation: a carried input field of the same name would be lost.
 ANNOTATION_KEYS = ("text", "entities", "line")
-# Read by PyTorch when a worker process starts: its intra-op thread count.
-TORCH_THREADS_VARIABLE = "OMP_NUM_THREADS"
 
 
 class InputFormat(str, Enum):
@@ -375,43 +372,6 @@ def load_pipeline(model: str, int8: bool = False) -> Language:
     return nlp
 
 
-def available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-@contextmanager
-def safe_worker_processes(n_process: int) -> Iterator[None]:
-    """Make nlp.pipe(n_process=n_process) start its workers fresh (spawn), each with its share of the CPUs.
-
-    spaCy 3.8 (Language._multiprocessing_pipe) makes its queues and processes with the
-    `multiprocessing` module's default context, so only the global start method can be changed. On
-    Linux that is fork, and a forked worker of a process that has loaded this PyTorch model hangs in
-    its first forward pass: the parent's OpenMP thread pool does not survive fork (measured with
-    en_bert_ner: no result within two minutes, whether or not the parent had run the model; with
-    OMP_NUM_THREADS=1 in the parent fork works). spawn starts each worker as a new interpreter, which
-    unpickles the pipeline. OMP_NUM_THREADS gives each worker its share of the cores instead of all
-    of them (n_process workers x all cores oversubscribes the CPU); a value the user set is kept.
-    Both settings are restored on exit. Run the code that uses this under `if __name__ == "__main__":`,
-    as spawn imports the main module again in each worker.
-    """
-    if n_process == 1:
-        yield
-        return
-    previous_method = multiprocessing.get_start_method(allow_none=True)
-    user_threads = os.environ.get(TORCH_THREADS_VARIABLE)
-    multiprocessing.set_start_method("spawn", force=True)
-    if user_threads is None:
-        os.environ[TORCH_THREADS_VARIABLE] = str(max(1, available_cpus() // n_process))
-    try:
-        yield
-    finally:
-        multiprocessing.set_start_method(previous_method, force=True)
-        if user_threads is None:
-            os.environ.pop(TORCH_THREADS_VARIABLE, None)
-
-
 def annotate(
     nlp: Language,
     input_path: str,
@@ -451,13 +411,10 @@ def annotate(
                     progress.write(f"{input_name}:{skipped.line}: skipped: {skipped.reason}", file=sys.stderr)
 
             documents = read_documents(lines, input_format, text_field, nlp.max_length, skip)
-            with safe_worker_processes(n_process):
-                for doc, (line, carried) in nlp.pipe(
-                    documents, as_tuples=True, batch_size=batch_size, n_process=n_process
-                ):
-                    output.write(output_line(doc, line, carried))
-                    counts.annotated += 1
-                    progress.update(1)
+            for doc, (line, carried) in nlp.pipe(documents, as_tuples=True, batch_size=batch_size, n_process=n_process):
+                output.write(output_line(doc, line, carried))
+                counts.annotated += 1
+                progress.update(1)
     return counts
 
 
@@ -470,7 +427,7 @@ def main(
     ),
     text_field: str = typer.Option("text", help="JSONL: the field that holds the text"),
     batch_size: int = typer.Option(64, min=1, help="Texts per nlp.pipe batch"),
-    n_process: int = typer.Option(1, min=1, help="Worker processes (spawned, each with its share of the CPU cores)"),
+    n_process: int = typer.Option(1, min=1, help="Worker processes (forked, one torch thread each: use one per core)"),
     int8: bool = typer.Option(False, "--int8", help="Load the encoder in int8 (CPU; faster, F1 a little lower)"),
 ) -> None:
     try:
@@ -478,12 +435,6 @@ def main(
         with open_input(input_path):
             pass
         check_output_writable(output_path)
-        if int8 and n_process > 1:
-            # torch's quantized layers cannot be sent to spawned workers (the pickling fails).
-            raise AnnotateError(
-                "--int8 runs in one process: drop --n-process (one process uses all cores through torch), "
-                "or start one annotate per part of the input."
-            )
         nlp = load_pipeline(model, int8)
         counts = annotate(nlp, input_path, output_path, input_format, text_field, batch_size, n_process)
     except AnnotateError as err:

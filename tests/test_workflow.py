@@ -23,6 +23,7 @@ from tests.conftest import (
     VERSION,
     WorkflowRun,
     copy_project,
+    flat,
     run,
     workflow_command,
     workflow_env,
@@ -99,37 +100,137 @@ def test_model_card_shows_labels_and_scores(workflow: WorkflowRun):
     assert "CoNLL-2003" in card
 
 
-def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, tmp_path):
-    venv = tmp_path / "venv"
+# The project's own install (dist-info with its spaCy entry points, editable-install hooks).
+PROJECT_DISTRIBUTION = "en_bert_ner_project"
+
+
+def site_packages_without_the_project(destination: Path) -> Path:
+    """A folder of links to this interpreter's installed packages, all but this project's own install.
+
+    A user's app environment has spaCy and torch but not this project: with the project's entry
+    points visible, spaCy would import `scripts.*` from it and hide whether the wheel stands alone.
+    """
+    destination.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if PROJECT_DISTRIBUTION not in entry.name:
+            (destination / entry.name).symlink_to(entry)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def wheel_python(workflow: WorkflowRun, tmp_path_factory) -> Path:
+    """The interpreter of a fresh virtualenv with the wheel installed, and spaCy but not this project."""
+    folder = tmp_path_factory.mktemp("wheel_venv")
+    venv = folder / "venv"
     # No bundled pip or setuptools: they would shadow the reused packages with older versions.
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], folder)
     python = venv / "bin" / "python"
     venv_site = Path(
-        run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).strip()
+        run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], folder).strip()
     )
-    # Reuse this interpreter's installed packages; --no-index proves the wheel asks for nothing else.
-    (venv_site / "reuse_test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Reuse the installed packages; --no-index proves the wheel asks for nothing else.
+    reused = site_packages_without_the_project(folder / "reused_site_packages")
+    (venv_site / "reuse_test_environment.pth").write_text(f"{reused}\n")
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    run([*pip, "install", "--no-index", "--quiet", str(workflow.wheel)], tmp_path)
+    run([*pip, "install", "--no-index", "--quiet", str(workflow.wheel)], folder)
+    return python
+
+
+def app_environment(tmp_path: Path) -> dict[str, str]:
+    """An app's environment: none of the project's settings, the hub offline."""
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "SPACY_CONFIG_OVERRIDES")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "empty_hf_home"))
+    return env
+
+
+def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, wheel_python: Path, tmp_path):
+    env = app_environment(tmp_path)
     # Nothing the model was built from may be needed any more: hide training/ and the encoder.
     hidden = [(path, tmp_path / f"hidden_{path.name}") for path in (workflow.project / "training", workflow.encoder)]
     for path, hiding_place in hidden:
         path.rename(hiding_place)
     try:
-        output = run([str(python), "-c", OFFLINE_PREDICT], tmp_path, env)
+        output = run([str(wheel_python), "-c", OFFLINE_PREDICT], tmp_path, env)
     finally:
         for path, hiding_place in hidden:
             hiding_place.rename(path)
     result = json.loads(output.strip().splitlines()[-1])
     assert result["pipeline"] == ["transformer", "ner", "encoder_int8"]
-    assert result["module"].startswith(str(venv))
+    assert result["module"].startswith(str(wheel_python.parent.parent))
     assert result["n_docs"] == 200
     assert result["ents"], "the trained model found no entity in a sentence from its training data"
     for _text, label, start, end in result["ents"]:
         assert label in LABELS and 0 <= start < end
     assert set(result["pipe_labels"]) <= LABELS
+
+
+# nlp.pipe(n_process=2) as an app calls it: Linux's default start method, fork, nothing set up.
+PIPE_TWO_PROCESSES = """
+import json, spacy
+nlp = spacy.load("en_bert_ner")
+texts = ["EU rejects German call to boycott British lamb ."] * 20
+one = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+two = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts, n_process=2)]
+print(json.dumps({"one": one, "two": two}))
+"""
+PIPE_DEADLINE_S = 180
+
+
+def test_wheel_pipe_with_two_processes_by_default(wheel_python: Path, tmp_path):
+    """A hang (PyTorch's thread pool after fork) fails the test at the deadline instead of stalling it."""
+    process = subprocess.Popen(
+        [str(wheel_python), "-c", PIPE_TWO_PROCESSES],
+        cwd=tmp_path,
+        env=app_environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # so that the workers are killed with it
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=PIPE_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"nlp.pipe(n_process=2) on the installed wheel did not finish in {PIPE_DEADLINE_S}s")
+    assert process.returncode == 0, stderr[-4000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["two"] == result["one"] and any(result["one"])
+    assert stderr.strip() == "", f"the run printed warnings:\n{stderr}"
+
+
+def test_spacy_evaluate_on_model_best(workflow: WorkflowRun, tmp_path):
+    """spaCy's own CLI on the folder the workflow wrote, no --code: the same F1 as scripts/evaluate.py."""
+    scores = tmp_path / "scores.json"
+    output = run(
+        [sys.executable, "-m", "spacy", "evaluate", "training/model-best", "corpus/test.spacy", "--output", scores],
+        workflow.project,
+    )
+    expected = json.loads((workflow.project / "metrics" / "test.json").read_text())["seqeval_strict"]["f1"]
+    assert json.loads(scores.read_text())["ents_f"] == pytest.approx(expected, abs=1e-9)
+    assert f"NER F {expected * 100:.2f}" in flat(output)
+
+
+def test_spacy_benchmark_speed_on_model_best(workflow: WorkflowRun):
+    output = run(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "benchmark",
+            "speed",
+            "training/model-best",
+            "corpus/test.spacy",
+            "--batch-size",
+            "32",
+            "--batches",
+            "30",
+            "--warmup",
+            "1",
+        ],
+        workflow.project,
+    )
+    assert "Outliers" in output and "words/s" in flat(output)
 
 
 def test_run_killed_during_training_recovers(tmp_path, tiny_bert):
