@@ -89,16 +89,17 @@ def training_problems(
 
 
 def grad_scaler_problems(log: Sequence[dict[str, Any]]) -> list[str]:
+    """The fp16 gradient scaler's counts (scripts/training_logger.py) over the run and over its last interval."""
     if "grad_scaler" not in log[-1]:
         return ["no fp16 gradient scaler in the log: mixed precision is off, or the logger did not find it"]
-    first, last = log[-2].get("grad_scaler", {"updates": 0, "skipped": 0}), log[-1]["grad_scaler"]
+    previous, last = log[-2].get("grad_scaler", {"updates": 0, "skipped": 0}), log[-1]["grad_scaler"]
     problems = []
     if last["skipped"] > MAX_SKIPPED_SHARE * last["updates"]:
         problems.append(
             f"the fp16 gradient scaler skipped {last['skipped']} of {last['updates']} updates "
             f"(more than {MAX_SKIPPED_SHARE:.0%}); its scale is {last['scale']:g}"
         )
-    interval_updates, interval_skipped = last["updates"] - first["updates"], last["skipped"] - first["skipped"]
+    interval_updates, interval_skipped = last["updates"] - previous["updates"], last["skipped"] - previous["skipped"]
     if interval_updates > 0 and interval_skipped == interval_updates:
         problems.append(f"the fp16 gradient scaler skipped all {interval_updates} updates of the last interval")
     return problems
