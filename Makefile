@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,cpu
 ARGS ?=
 
-.PHONY: all demo benchmarks test lint clean
+.PHONY: all demo benchmarks gpu-check test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,22 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python -m spacy project run benchmark-speed . $(CPU_VARS) $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-processes . $(ARGS)
 
+# On a GPU machine (install with EXTRAS=dev,cpu,cuda13x): the GPU tests (tests/test_gpu.py:
+# bert-base-shaped random encoder, `spacy project run all` in both doc modes, peak memory),
+# then the speed benchmark on their sentence-mode pipeline beside a short HF recipe run on the
+# same encoder, then one table (scripts/gpu_report.py). Stops first, in one message, without CUDA.
+GPU_CHECK_DIR ?= gpu-check
+GPU_CHECK_ABS = $(abspath $(GPU_CHECK_DIR))
+GPU_CHECK_RUN = $(GPU_CHECK_ABS)/sentence/project
+gpu-check: $(BIN)/.installed
+	$(BIN)/python -m scripts.gpu_report preflight
+	rm -rf $(GPU_CHECK_ABS)
+	GPU_CHECK_DIR=$(GPU_CHECK_ABS) $(BIN)/python -m pytest -m gpu tests/test_gpu.py $(ARGS)
+	cd $(GPU_CHECK_RUN) && $(abspath $(BIN))/python -m scripts.hf_reference $(GPU_CHECK_ABS)/encoder corpus \
+		training/hf_reference --epochs 1 --max-train-sentences 2000 --gpu-id 0
+	$(BIN)/python -m spacy project run benchmark-speed $(GPU_CHECK_RUN) --vars.gpu_id 0 --vars.model $(GPU_CHECK_ABS)/encoder
+	$(BIN)/python -m scripts.gpu_report report $(GPU_CHECK_ABS)
+
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -35,4 +51,4 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check scripts tests
 
 clean:
-	rm -rf corpus training metrics packages assets project.lock
+	rm -rf corpus training metrics packages assets project.lock gpu-check

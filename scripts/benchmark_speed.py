@@ -125,8 +125,20 @@ def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: i
         "words_per_second": words / statistics.median(seconds),
         "seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": peak_gpu_mb(),
         "test_f1_strict": runner.test_f1() if runner.test_f1 else None,
     }
+
+
+def peak_gpu_mb() -> float | None:
+    """This process's peak GPU memory (PyTorch's peak reserved plus cupy's pool), None if it never used CUDA."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    cupy = sys.modules.get("cupy")  # imported only by the configurations that run thinc on the GPU
+    cupy_pool_bytes = cupy.get_default_memory_pool().total_bytes() if cupy is not None else 0
+    return (torch.cuda.max_memory_reserved() + cupy_pool_bytes) / 1024**2
 
 
 def measure_in_fresh_process(name: str, options: dict[str, Any], texts: list[str], repetitions: int, threads: int):

@@ -76,7 +76,7 @@ def load_pipeline(model: str, gpu_id: int = -1, int8: bool = False) -> Language:
             spacy.require_gpu(gpu_id)
         except Exception as err:  # thinc raises ValueError without cupy, CUDA errors for a bad id
             raise EvaluationError(
-                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda12x]"`) '
+                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda13x]"`) '
                 "or pass --gpu-id -1 to run on the CPU."
             ) from None
     how_to_get_one = (

@@ -38,7 +38,8 @@ def check_gpu(gpu_id: int) -> None:
     if gpu_id < 0:
         return
     cpu_hint = (
-        "Install the GPU extra (`pip install -e '.[cuda12x]'`), or train on the CPU with "
+        "Install the GPU extra (`pip install -e '.[cuda13x]'`, or '.[cuda12x]' with a CUDA 12 build of torch: "
+        "README, 'Train on your GPU'), or train on the CPU with "
         "`--vars.gpu_id -1`, or run the CPU workflow: `spacy project run demo`."
     )
     try:
@@ -51,6 +52,16 @@ def check_gpu(gpu_id: int) -> None:
         raise PreflightError(f"gpu_id is {gpu_id} but no CUDA device is usable ({err}). {cpu_hint}") from None
     if gpu_id >= count:
         raise PreflightError(f"gpu_id is {gpu_id} but this machine has {count} CUDA device(s). {cpu_hint}")
+    import torch
+
+    # The configs let cupy allocate through PyTorch (gpu_allocator = "pytorch"), and the encoder
+    # runs in torch: a CPU build of torch next to a working cupy fails only once training starts.
+    if not torch.cuda.is_available():
+        raise PreflightError(
+            f"gpu_id is {gpu_id} and cupy sees {count} CUDA device(s), but torch {torch.__version__} cannot use "
+            f"them (built for CUDA: {torch.version.cuda}). Install a CUDA build of torch: on Linux, "
+            f"`pip install torch=={torch.__version__.split('+')[0]}` from PyPI is the CUDA 13.0 build. {cpu_hint}"
+        )
 
 
 # What spacy-transformers loads: config, tokenizer files, safetensors weights (no pickles).

@@ -84,7 +84,7 @@ SHORT_SCHEDULE = (
     "--training.optimizer.learn_rate.warmup_steps 20 --training.optimizer.learn_rate.total_steps 200 "
     "--training.optimizer.learn_rate.initial_rate 0.001 --training.logger.progress_bar false"
 )
-GENERATED = ("corpus", "training", "metrics", "packages", "assets", "project.lock")
+GENERATED = ("corpus", "training", "metrics", "packages", "assets", "project.lock", "gpu-check")
 
 
 @dataclass
@@ -121,7 +121,7 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
-def workflow_command(project: Path, encoder: Path, conll_dir: Path, *extra: str) -> list[str]:
+def workflow_command(project: Path, encoder: Path, conll_dir: Path, *extra: str, gpu_id: int = -1) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -133,7 +133,7 @@ def workflow_command(project: Path, encoder: Path, conll_dir: Path, *extra: str)
         "--vars.model",
         str(encoder),
         "--vars.gpu_id",
-        "-1",
+        str(gpu_id),
         "--vars.conll_dir",
         str(conll_dir),
         "--vars.version",

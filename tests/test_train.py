@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_no_cupy_stops_with_the_three_ways_out(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy now raises ImportError
     with pytest.raises(PreflightError) as error:
         check_gpu(0)
-    for hint in ("cupy is not installed", "[cuda12x]", "--vars.gpu_id -1", "spacy project run demo"):
+    for hint in ("cupy is not installed", "[cuda13x]", "[cuda12x]", "--vars.gpu_id -1", "spacy project run demo"):
         assert hint in str(error.value)
 
 
@@ -94,3 +95,18 @@ def test_cli_stops_before_training(tmp_path, arguments, expected):
     assert "Cannot start training" in result.stdout and expected in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cpu_build_of_torch_beside_cupy_is_caught(monkeypatch):
+    """cupy sees a GPU but torch cannot use it: training would fail later, inside the allocator."""
+    import torch
+
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PreflightError) as error:
+        check_gpu(0)
+    message = str(error.value)
+    assert "cupy sees 1 CUDA device(s), but torch" in message and "CUDA build of torch" in message
