@@ -44,6 +44,14 @@ def test_gpu_config_is_bert_base_cased_with_mixed_precision():
     assert model["get_spans"]["window"] <= 128 < 512  # spaCy tokens per window, far below 512 wordpieces
 
 
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: path.stem)
+def test_mixed_precision_trains_without_sub_batches(config_path):
+    """While the thinc problem below lasts, fp16 with accumulate_gradient > 1 would drop encoder gradients."""
+    config = util.load_config(config_path)
+    if config["components"]["transformer"]["model"]["mixed_precision"]:
+        assert config["training"]["accumulate_gradient"] == 1
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
