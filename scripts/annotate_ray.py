@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -55,6 +56,7 @@ from scripts.annotate import (
     line_document,
     load_pipeline,
     numbered_lines,
+    resolve_model_path,
     split_record,
 )
 
@@ -210,6 +212,30 @@ def check_paths(input_uri: str, output_uri: str, input_format: FileFormat) -> No
     output_fs, output_path = resolve_uri(output_uri)
     if output_fs.get_file_info(output_path).type != pafs.FileType.NotFound:
         raise AnnotateError(output_exists(output_uri))
+
+
+def check_model_here(model: str) -> None:
+    """For a run on this machine: the model is a pipeline folder or an installed package, known in a second.
+
+    On a cluster the model must be on the workers, not necessarily here, so this is not checked there.
+    """
+    import spacy
+
+    if spacy.util.is_package(model) or Path(resolve_model_path(model), "config.cfg").is_file():
+        return
+    raise AnnotateError(
+        f"Can't find the pipeline '{model}': it is neither a pipeline folder nor an installed Python package. "
+        "Pass a pipeline folder such as training/model-best, or install the wheel (`pip install "
+        "packages/en_bert_ner-<version>/dist/en_bert_ner-<version>-py3-none-any.whl`) and pass en_bert_ner."
+    )
+
+
+def failure_message(err: BaseException) -> str:
+    """The last line of what went wrong first: Ray wraps a worker's exception, with its traceback, in its own."""
+    while (cause := getattr(err, "cause", None) or err.__cause__) is not None and cause is not err:
+        err = cause
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(err).__name__
 
 
 def output_exists(uri: str) -> str:
@@ -533,6 +559,8 @@ def main(
     options = WorkerOptions(workers, cpus_per_worker, gpus_per_worker, batch_size, max_retries)
     try:
         check_paths(input_uri, output_uri, input_format)  # in seconds, before Ray starts
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            check_model_here(model)
         with ray_cluster(address, options, object_store_mb):
             summary = annotate_with_ray(
                 model,
@@ -551,6 +579,11 @@ def main(
     except KeyboardInterrupt:
         typer.echo(f"annotate_ray: interrupted: {output_uri} was not created.", err=True)
         raise typer.Exit(130) from None
+    except Exception as err:  # a failed Ray run: its log above has the details, the traceback adds nothing
+        typer.echo(
+            f"annotate_ray: error: the run failed: {failure_message(err)}. {output_uri} was not created.", err=True
+        )
+        raise typer.Exit(1) from None
     typer.echo(format_summary(summary), err=True)
     if summary.failed:
         typer.echo(f"  the failed rows and why: {posixpath.join(output_uri, ERRORS_FOLDER)}/", err=True)

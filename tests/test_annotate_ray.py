@@ -29,8 +29,10 @@ from scripts.annotate_ray import (
     FileFormat,
     WorkerOptions,
     annotate_with_ray,
+    check_model_here,
     check_rows,
     detect_file_format,
+    failure_message,
     numbered_block,
     publish,
     staged_output,
@@ -301,3 +303,21 @@ def test_cli_reports_counts_and_bad_rows(site_dir: Path, tmp_path: Path):
     assert again.returncode == 1
     assert f"annotate_ray: error: OUTPUT {output} exists already" in flat(again.stderr)
     assert "Traceback" not in again.stderr
+
+
+def test_a_missing_model_is_named_before_ray_starts(tmp_path: Path):
+    with pytest.raises(AnnotateError, match="Can't find the pipeline 'no_such_pipeline_xyz'"):
+        check_model_here("no_such_pipeline_xyz")
+    with pytest.raises(AnnotateError, match="neither a pipeline folder"):
+        check_model_here(str(tmp_path))
+
+
+def test_failure_message_is_the_last_line_of_the_first_cause():
+    class WrappedByRay(Exception):
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("Traceback (most recent call last):\n  File ...\nwrapped")
+            self.cause = cause
+
+    root = AnnotateError('in.jsonl rows 1-2: field "id" holds values of different types')
+    assert failure_message(WrappedByRay(root)) == str(root)
+    assert failure_message(RuntimeError("one\n\n  two  \n")) == "two"
