@@ -114,7 +114,9 @@ def reject_non_standard_number(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def parse_json_record(line_text: str, line: int, text_field: str) -> tuple[str, dict[str, Any]] | SkippedLine:
+def parse_json_record(
+    line_text: str, line: int, text_field: str, reserved: tuple[str, ...] = ANNOTATION_KEYS
+) -> tuple[str, dict[str, Any]] | SkippedLine:
     """(document text, fields to carry through) from one JSONL line."""
     if not line_text.strip():
         return SkippedLine(line, "empty line: expected a JSON object")
@@ -128,13 +130,21 @@ def parse_json_record(line_text: str, line: int, text_field: str) -> tuple[str, 
         return SkippedLine(line, "invalid JSON: nested too deeply to parse")
     if not isinstance(record, dict):
         return SkippedLine(line, f'a JSON {json_type(record)}, expected an object with a "{text_field}" field')
+    return split_record(record, line, text_field, reserved)
+
+
+def split_record(
+    record: dict[str, Any], line: int, text_field: str, reserved: tuple[str, ...] = ANNOTATION_KEYS
+) -> tuple[str, dict[str, Any]] | SkippedLine:
+    """(document text, the other fields) of one input record; `reserved` are the keys the output sets itself."""
+    record = dict(record)
     if text_field not in record:
         fields = ", ".join(f'"{key}"' for key in list(record)[:8]) or "none"
         return SkippedLine(line, f'no "{text_field}" field (fields: {fields}); choose the field with --text-field')
     text = record.pop(text_field)
     if not isinstance(text, str):
         return SkippedLine(line, f'"{text_field}" is a JSON {json_type(text)}, expected a string')
-    clashes = [key for key in ANNOTATION_KEYS if key in record]
+    clashes = [key for key in reserved if key in record]
     if clashes:
         names = ", ".join(f'"{key}"' for key in clashes)
         return SkippedLine(line, f"field {names} would be overwritten by the annotation: rename it in INPUT")
@@ -172,23 +182,34 @@ def read_documents(
 ) -> Iterator[tuple[str, LineContext]]:
     """(text, (line number, carried fields)) for nlp.pipe(as_tuples=True); every other line goes to `skip`."""
     for line, raw in lines:
-        decoded = decode_line(raw, line)
-        if isinstance(decoded, SkippedLine):
-            skip(decoded)
+        document = line_document(raw, line, input_format, text_field, max_length)
+        if isinstance(document, SkippedLine):
+            skip(document)
             continue
-        if input_format == InputFormat.jsonl:
-            parsed = parse_json_record(decoded, line, text_field)
-            if isinstance(parsed, SkippedLine):
-                skip(parsed)
-                continue
-            text, carried = parsed
-        else:
-            text, carried = decoded, {}
-        problem = check_text(text, line, max_length)
-        if problem is not None:
-            skip(problem)
-            continue
+        text, carried = document
         yield text, (line, carried)
+
+
+def line_document(
+    raw: bytes,
+    line: int,
+    input_format: InputFormat,
+    text_field: str,
+    max_length: int,
+    reserved: tuple[str, ...] = ANNOTATION_KEYS,
+) -> tuple[str, dict[str, Any]] | SkippedLine:
+    """(text, carried fields) of one input line, or why the pipeline cannot annotate it."""
+    decoded = decode_line(raw, line)
+    if isinstance(decoded, SkippedLine):
+        return decoded
+    if input_format == InputFormat.jsonl:
+        parsed = parse_json_record(decoded, line, text_field, reserved)
+        if isinstance(parsed, SkippedLine):
+            return parsed
+        text, carried = parsed
+    else:
+        text, carried = decoded, {}
+    return check_text(text, line, max_length) or (text, carried)
 
 
 def detect_format(
@@ -361,10 +382,10 @@ def resolve_model_path(model: str) -> str | Path:
     return inner[0] if len(inner) == 1 else model
 
 
-def load_pipeline(model: str, int8: bool = False) -> Language:
+def load_pipeline(model: str, int8: bool = False, gpu_id: int = -1) -> Language:
     """The pipeline as scripts.evaluate loads it, and also from the folder pip installed a package into."""
     try:
-        nlp = load_scoring_pipeline(str(resolve_model_path(model)), int8=int8)
+        nlp = load_scoring_pipeline(str(resolve_model_path(model)), gpu_id=gpu_id, int8=int8)
     except EvaluationError as err:
         raise AnnotateError(str(err)) from None
     if "ner" not in nlp.pipe_names:
