@@ -20,13 +20,14 @@ all: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m spacy project run demo . $(ARGS)
 
-# After `make demo`: the HF Trainer recipe beside the CPU pipeline, then inference speed, then worker processes.
+# After `make demo`: the HF Trainer recipe beside the CPU pipeline, then inference speed, worker processes, Ray.
 # On a GPU machine, after `make all`: `spacy project run benchmark-accuracy` and `benchmark-speed`.
 CPU_VARS := --vars.model assets/all-MiniLM-L6-v2 --vars.gpu_id -1
 benchmarks: $(BIN)/.installed
 	$(BIN)/python -m spacy project run benchmark-accuracy . $(CPU_VARS) $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-speed . $(CPU_VARS) $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-processes . $(ARGS)
+	$(BIN)/python -m spacy project run benchmark-annotate-ray . $(ARGS)
 
 # On a GPU machine (install with EXTRAS=dev,cpu,cuda13x): the GPU tests (tests/test_gpu.py:
 # bert-base-shaped random encoder, `spacy project run all` in both doc modes, peak memory),
