@@ -50,7 +50,6 @@ from scripts.annotate import (
     AnnotateError,
     InputFormat,
     SkippedLine,
-    available_cpus,
     check_text,
     entity_records,
     line_document,
@@ -121,6 +120,13 @@ class RunSummary:
 
 
 # --- paths and file systems ------------------------------------------------------
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), which can be fewer than the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
