@@ -38,8 +38,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
-from scripts.evaluate import EvaluationError
-from scripts.evaluate import load_pipeline as load_scoring_pipeline
+from scripts.pipeline_loading import PipelineLoadError
+from scripts.pipeline_loading import load_pipeline as load_scoring_pipeline
 
 STDIO = "-"
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -365,10 +365,10 @@ def resolve_model_path(model: str) -> str | Path:
 
 
 def load_pipeline(model: str, int8: bool = False) -> Language:
-    """The pipeline as scripts.evaluate loads it, and also from the folder pip installed a package into."""
+    """The pipeline as scripts.pipeline_loading loads it, and also from the folder pip installed a package into."""
     try:
         nlp = load_scoring_pipeline(str(resolve_model_path(model)), int8=int8)
-    except EvaluationError as err:
+    except PipelineLoadError as err:
         raise AnnotateError(str(err)) from None
     if "ner" not in nlp.pipe_names:
         raise AnnotateError(f"The model {model!r} has no ner component (pipeline: {', '.join(nlp.pipe_names)}).")

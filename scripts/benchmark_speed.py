@@ -31,7 +31,8 @@ from wasabi import msg
 
 from scripts.atomic import write_text_atomic
 from scripts.encoder_int8 import quantize_linear_int8
-from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, load_pipeline, md_table, percent
+from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, md_table, percent
+from scripts.pipeline_loading import PipelineLoadError, load_pipeline
 from scripts.train import PreflightError, resolve_encoder
 
 ENCODER_BATCH = 32
@@ -248,7 +249,7 @@ def main(
     try:
         texts = sentence_texts(test_docbin, limit)
         results = benchmark(options, texts, repetitions, threads, reference_test_f1(reference))
-    except EvaluationError as err:
+    except (EvaluationError, PipelineLoadError) as err:
         msg.fail("Cannot load the spaCy pipeline", str(err))
         sys.exit(1)
     write_text_atomic(output, json.dumps(results, indent=2) + "\n")

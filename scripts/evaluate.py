@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -25,7 +24,6 @@ from typing import Any
 
 import spacy
 import typer
-from confection import ConfigValidationError
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2, Entities
 from spacy import displacy
@@ -40,7 +38,7 @@ from wasabi import msg
 
 from scripts.atomic import atomic_target, write_text_atomic
 from scripts.corpus import LABELS, SPLITS
-from scripts.encoder_int8 import ENABLED_SETTING, FACTORY, EncoderInt8Error
+from scripts.pipeline_loading import PipelineLoadError, load_pipeline
 
 BATCH_SIZE = 64
 WORST_SENTENCES = 25
@@ -64,55 +62,6 @@ class EvaluationError(Exception):
 
 
 # --- inputs ------------------------------------------------------------------------
-
-
-def load_pipeline(model: str, gpu_id: int = -1, int8: bool = False) -> Language:
-    """A pipeline from a folder or an installed package; EvaluationError says how to get one.
-
-    int8: load with the encoder's linear layers quantized to int8 (the encoder_int8 option; CPU only).
-    """
-    if gpu_id >= 0:
-        try:
-            spacy.require_gpu(gpu_id)
-        except Exception as err:  # thinc raises ValueError without cupy, CUDA errors for a bad id
-            raise EvaluationError(
-                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda12x]"`) '
-                "or pass --gpu-id -1 to run on the CPU."
-            ) from None
-    how_to_get_one = (
-        "Train a pipeline first (`spacy project run train`) and pass its folder, e.g. training/model-best, "
-        "or build and install the wheel (`spacy project run package`, then "
-        "`pip install packages/en_bert_ner-<version>/dist/en_bert_ner-<version>-py3-none-any.whl`) "
-        "and pass the package name, en_bert_ner."
-    )
-    path = Path(model)
-    names_a_path = path.exists() or "/" in model or os.sep in model or model.startswith(".")
-    if names_a_path and not path.is_dir():
-        raise EvaluationError(f"No pipeline at {model}: there is no such folder. {how_to_get_one}")
-    if names_a_path and not (path / "config.cfg").is_file():
-        raise EvaluationError(
-            f"{model} is a folder but not a spaCy pipeline: it has no config.cfg. Pass a pipeline folder "
-            "such as training/model-best (not the training folder above it)."
-        )
-    try:
-        nlp = spacy.load(model, config={ENABLED_SETTING: True} if int8 else {})
-    except OSError as err:
-        if "[E050]" not in str(err):  # E050: neither a folder nor an installed package
-            raise
-        raise EvaluationError(
-            f"Can't find the pipeline '{model}': it is neither a folder nor an installed Python package. "
-            f"{how_to_get_one}"
-        ) from None
-    except EncoderInt8Error as err:
-        raise EvaluationError(str(err)) from None
-    except ConfigValidationError:
-        if not int8:
-            raise
-        raise EvaluationError(
-            f"{model} has no {FACTORY} component, so it has no int8 option: it was trained before the option "
-            "existed. Retrain with the project's configs, or load it without int8."
-        ) from None
-    return nlp
 
 
 def load_gold_docs(path: Path, vocab: Vocab) -> list[Doc]:
@@ -681,7 +630,7 @@ def main(
     """Score MODEL's entities on GOLD_PATH; write metrics, report and error analysis to OUTPUT_DIR."""
     try:
         evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, int8)
-    except EvaluationError as err:
+    except (EvaluationError, PipelineLoadError) as err:
         msg.fail("Evaluation failed", str(err))
         raise typer.Exit(1) from None
     print_summary(split, evaluation.results)

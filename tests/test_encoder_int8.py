@@ -12,7 +12,7 @@ import spacy
 import torch
 
 from scripts.encoder_int8 import ENABLED_SETTING, EncoderInt8Error
-from scripts.evaluate import EvaluationError, load_pipeline
+from scripts.pipeline_loading import PipelineLoadError, load_pipeline
 from tests.conftest import PROJECT_DIR, WorkflowRun, run
 
 TEXT = "Angela Merkel met Emmanuel Macron in Paris on Tuesday to discuss the European Union budget ."
@@ -87,7 +87,7 @@ def test_a_pipeline_without_the_option_says_so(tmp_path, tiny_bert):
     nlp.add_pipe("transformer", config={"model": {"name": str(tiny_bert)}})
     nlp.initialize()
     nlp.to_disk(tmp_path / "old")
-    with pytest.raises(EvaluationError, match="has no encoder_int8 component, so it has no int8 option"):
+    with pytest.raises(PipelineLoadError, match="has no encoder_int8 component, so it has no int8 option"):
         load_pipeline(str(tmp_path / "old"), int8=True)
 
 
