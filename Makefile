@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,cpu
+EXTRAS ?= dev,cpu,onnx
 ARGS ?=
 
 .PHONY: all demo benchmarks test lint clean

@@ -38,7 +38,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
-from scripts.pipeline_loading import PipelineLoadError
+from scripts.encoder_backend import TORCH, TORCH_INT8
+from scripts.pipeline_loading import Backend, PipelineLoadError, chosen_backend
 from scripts.pipeline_loading import load_pipeline as load_scoring_pipeline
 
 STDIO = "-"
@@ -364,10 +365,10 @@ def resolve_model_path(model: str) -> str | Path:
     return inner[0] if len(inner) == 1 else model
 
 
-def load_pipeline(model: str, int8: bool = False) -> Language:
+def load_pipeline(model: str, backend: str = TORCH) -> Language:
     """The pipeline as scripts.pipeline_loading loads it, and also from the folder pip installed a package into."""
     try:
-        nlp = load_scoring_pipeline(str(resolve_model_path(model)), int8=int8)
+        nlp = load_scoring_pipeline(str(resolve_model_path(model)), backend=backend)
     except PipelineLoadError as err:
         raise AnnotateError(str(err)) from None
     if "ner" not in nlp.pipe_names:
@@ -471,22 +472,24 @@ def main(
     text_field: str = typer.Option("text", help="JSONL: the field that holds the text"),
     batch_size: int = typer.Option(64, min=1, help="Texts per nlp.pipe batch"),
     n_process: int = typer.Option(1, min=1, help="Worker processes (spawned, each with its share of the CPU cores)"),
-    int8: bool = typer.Option(False, "--int8", help="Load the encoder in int8 (CPU; faster, F1 a little lower)"),
+    backend: Backend = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only"),
+    int8: bool = typer.Option(False, "--int8", help=f"The same as --backend {TORCH_INT8}"),
 ) -> None:
     try:
         # Check both files first: loading the model takes seconds to minutes.
         with open_input(input_path):
             pass
         check_output_writable(output_path)
-        if int8 and n_process > 1:
+        backend = chosen_backend(backend, int8)
+        if backend == TORCH_INT8 and n_process > 1:
             # torch's quantized layers cannot be sent to spawned workers (the pickling fails).
             raise AnnotateError(
                 "--int8 runs in one process: drop --n-process (one process uses all cores through torch), "
                 "or start one annotate per part of the input."
             )
-        nlp = load_pipeline(model, int8)
+        nlp = load_pipeline(model, backend)
         counts = annotate(nlp, input_path, output_path, input_format, text_field, batch_size, n_process)
-    except AnnotateError as err:
+    except (AnnotateError, PipelineLoadError) as err:
         typer.echo(f"annotate: error: {err}", err=True)
         raise typer.Exit(1) from None
     except BrokenPipeError:

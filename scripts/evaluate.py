@@ -38,7 +38,8 @@ from wasabi import msg
 
 from scripts.atomic import atomic_target, write_text_atomic
 from scripts.corpus import LABELS, SPLITS
-from scripts.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.encoder_backend import TORCH, TORCH_INT8
+from scripts.pipeline_loading import Backend, PipelineLoadError, chosen_backend, load_pipeline
 
 BATCH_SIZE = 64
 WORST_SENTENCES = 25
@@ -581,17 +582,19 @@ def run_evaluation(
     gpu_id: int = -1,
     worst: int = WORST_SENTENCES,
     batch_size: int = BATCH_SIZE,
-    int8: bool = False,
+    backend: str = TORCH,
 ) -> Evaluation:
     """Load the pipeline and the gold, evaluate, and write every output file."""
     if split not in SPLITS:
         raise EvaluationError(f"Unknown split '{split}': use one of {', '.join(SPLITS)}.")
-    nlp = load_pipeline(model, gpu_id, int8)
+    nlp = load_pipeline(model, gpu_id, backend)
     gold_docs = load_gold_docs(gold_path, nlp.vocab)
     msg.info(f"Evaluating {model} on {gold_path}: {len(gold_docs):,} docs")
     evaluation = evaluate(nlp, gold_docs, batch_size)
     device = "the CPU" if gpu_id < 0 else f"GPU {gpu_id}"
-    context = {"model": model, "split": split, "gold": str(gold_path), "device": device, "int8": int8}
+    # "int8" as before the backend option: whether the encoder ran in int8.
+    context = {"model": model, "split": split, "gold": str(gold_path), "device": device, "backend": backend}
+    context["int8"] = backend.endswith("int8")
     evaluation.results = {**context, **evaluation.results}
     write_outputs(output_dir, split, evaluation, worst)
     return evaluation
@@ -625,11 +628,13 @@ def main(
     gpu_id: int = typer.Option(-1, help="GPU to run on; -1 for the CPU"),
     worst: int = typer.Option(WORST_SENTENCES, min=0, help="Sentences in <split>_worst.html"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help="Docs per nlp.pipe batch"),
-    int8: bool = typer.Option(False, "--int8", help="Load with the int8 encoder option (CPU only)"),
+    backend: Backend = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only"),
+    int8: bool = typer.Option(False, "--int8", help=f"The same as --backend {TORCH_INT8}"),
 ) -> None:
     """Score MODEL's entities on GOLD_PATH; write metrics, report and error analysis to OUTPUT_DIR."""
     try:
-        evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, int8)
+        backend = chosen_backend(backend, int8)
+        evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, backend)
     except (EvaluationError, PipelineLoadError) as err:
         msg.fail("Evaluation failed", str(err))
         raise typer.Exit(1) from None

@@ -19,8 +19,8 @@ from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
 from wasabi import msg
 
-# Register the encoder_int8 factory and the training logger that the configs name.
-import scripts.encoder_int8  # noqa: F401
+# Register the encoder_backend factory and the training logger that the configs name.
+import scripts.encoder_backend  # noqa: F401
 import scripts.training_logger  # noqa: F401
 from scripts.atomic import write_text_atomic
 

@@ -14,7 +14,7 @@ CONFIGS = sorted((PROJECT_DIR / "configs").glob("*.cfg"))
 # What the README and tests rely on to shorten a run.
 SCHEDULE_KEYS = ("warmup_steps", "total_steps", "initial_rate")
 # The spaCy CLI with the project's registered functions (the configs name them) imported first.
-SPACY_CLI = "import scripts.encoder_int8, scripts.training_logger; from spacy.cli import setup_cli; setup_cli()"
+SPACY_CLI = "import scripts.encoder_backend, scripts.training_logger; from spacy.cli import setup_cli; setup_cli()"
 
 
 def test_both_configs_exist():
