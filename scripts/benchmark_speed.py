@@ -37,8 +37,8 @@ from scripts.encoder_backend import (
     ONNX_INT8,
     TORCH,
     TORCH_INT8,
+    OnnxRuntimeEncoder,
     build_graph,
-    onnx_runtime_encoder,
     output_signature,
     quantize_linear_int8,
     require_onnx_packages,
@@ -104,7 +104,7 @@ def encoder_runner(encoder: str, backend: str, gpu_id: int) -> Runner:
         require_onnx_packages()
         with tempfile.TemporaryDirectory(prefix="benchmark-onnx-") as folder:
             graph = build_graph(model, tokenizer, backend, [], Path(folder)).read_bytes()
-        model = onnx_runtime_encoder(graph, *output_signature(model, tokenizer))
+        model = OnnxRuntimeEncoder(graph, *output_signature(model, tokenizer))
 
     def run(texts: list[str]) -> None:
         ordered = sorted(texts, key=len)

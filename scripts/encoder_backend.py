@@ -45,6 +45,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy
+import torch
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -78,7 +80,6 @@ def quantize_linear_int8(torch_model: Any, keep_fp32: Sequence[str] = ()) -> Any
     Weights are quantized ahead, per output channel (per-tensor scales cost about twice the F1
     on CoNLL); activations are quantized per batch as they come.
     """
-    import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
     check_keep_fp32(torch_model, keep_fp32)
@@ -91,8 +92,6 @@ def quantize_linear_int8(torch_model: Any, keep_fp32: Sequence[str] = ()) -> Any
 
 
 def linear_layer_names(torch_model: Any) -> list[str]:
-    import torch
-
     return [name for name, module in torch_model.named_modules() if isinstance(module, torch.nn.Linear)]
 
 
@@ -131,7 +130,6 @@ def module_available(name: str) -> bool:
 
 def keyword_encoder(torch_model: Any, input_names: Sequence[str], output_names: Sequence[str]) -> Any:
     """The encoder with positional inputs and a tuple of outputs, which torch.onnx traces; HF takes keywords."""
-    import torch
 
     class PositionalEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -147,8 +145,6 @@ def keyword_encoder(torch_model: Any, input_names: Sequence[str], output_names: 
 
 def export_onnx(torch_model: Any, tokenizer: Any, path: Path) -> None:
     """The encoder as an ONNX graph at `path`, with dynamic batch and sequence axes; checked against torch."""
-    import numpy
-    import torch
 
     sample = tokenizer(SAMPLE_TEXTS, padding=True, return_tensors="pt")
     input_names = [name for name in ENCODER_INPUTS if name in sample]
@@ -243,7 +239,6 @@ def onnx_graph(
 ) -> Path | bytes:
     """The backend's graph of these weights: a cached file, made now if missing; bytes if no cache can be written."""
     import onnxruntime
-    import torch
 
     variant = "fp32" if backend == ONNX else "int8-keep-" + ",".join(sorted(keep_fp32))
     digest = weights_digest(
@@ -307,60 +302,53 @@ def make_session(graph: Path | bytes, threads: int) -> Any:
     )
 
 
-def onnx_runtime_encoder(graph: Path | bytes, output_type: type, output_names: Sequence[str]) -> Any:
-    """A torch.nn.Module that runs `graph` in ONNX Runtime and answers like the HF encoder it replaces."""
-    import numpy
-    import torch
+class OnnxRuntimeEncoder(torch.nn.Module):
+    """Runs an ONNX graph in ONNX Runtime and answers like the HF encoder it stands in for.
 
-    class OnnxRuntimeEncoder(torch.nn.Module):
-        """Its ONNX Runtime session is made on first use in each process, with torch's thread count.
+    Its session is made on first use in each process, with torch's thread count. Per process: a
+    session's thread pool does not survive fork (see _sessions_from_before_fork); torch's threads:
+    they are what the user set (torch.set_num_threads, OMP_NUM_THREADS), and 1 in a forked worker
+    (see use_one_torch_thread_in_forked_child).
+    """
 
-        Per process: a session's thread pool does not survive fork (see _sessions_from_before_fork);
-        torch's threads: they are what the user set (torch.set_num_threads, OMP_NUM_THREADS), and
-        1 in a forked worker (see use_one_torch_thread_in_forked_child).
-        """
+    def __init__(self, graph: Path | bytes, output_type: type, output_names: Sequence[str]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.output_type = output_type
+        self.output_names = list(output_names)
+        self._session: Any = None
+        self._session_key: tuple[int, int] | None = None
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.graph = graph
-            self.output_type = output_type
-            self.output_names = list(output_names)
-            self._session: Any = None
-            self._session_key: tuple[int, int] | None = None
+    def session(self) -> Any:
+        key = (os.getpid(), torch.get_num_threads())
+        if self._session_key != key:
+            if self._session is not None and self._session_key[0] != key[0]:
+                _sessions_from_before_fork.append(self._session)
+            self._session = make_session(self.graph, key[1])
+            self._session_key = key
+        return self._session
 
-        def session(self) -> Any:
-            key = (os.getpid(), torch.get_num_threads())
-            if self._session_key != key:
-                if self._session is not None and self._session_key[0] != key[0]:
-                    _sessions_from_before_fork.append(self._session)
-                self._session = make_session(self.graph, key[1])
-                self._session_key = key
-            return self._session
+    def forward(self, **inputs: Any) -> Any:
+        session = self.session()
+        feeds = {}
+        for expected in session.get_inputs():
+            dtype = numpy.float32 if expected.type == "tensor(float)" else numpy.int64
+            given = inputs.get(expected.name)
+            if given is None:  # token_type_ids of a tokenizer that makes none: BERT's default, zeros
+                feeds[expected.name] = numpy.zeros(tuple(inputs["input_ids"].shape), dtype=dtype)
+            else:
+                feeds[expected.name] = given.detach().cpu().numpy().astype(dtype, copy=False)
+        outputs = session.run(self.output_names, feeds)
+        tensors = {name: torch.from_numpy(array) for name, array in zip(self.output_names, outputs, strict=True)}
+        return self.output_type(**tensors)
 
-        def forward(self, **inputs: Any) -> Any:
-            session = self.session()
-            feeds = {}
-            for expected in session.get_inputs():
-                dtype = numpy.float32 if expected.type == "tensor(float)" else numpy.int64
-                given = inputs.get(expected.name)
-                if given is None:  # token_type_ids of a tokenizer that makes none: BERT's default, zeros
-                    feeds[expected.name] = numpy.zeros(tuple(inputs["input_ids"].shape), dtype=dtype)
-                else:
-                    feeds[expected.name] = given.detach().cpu().numpy().astype(dtype, copy=False)
-            outputs = session.run(self.output_names, feeds)
-            tensors = {name: torch.from_numpy(array) for name, array in zip(self.output_names, outputs, strict=True)}
-            return self.output_type(**tensors)
-
-        # Pickled into spawned workers (nlp.pipe with the spawn start method): the graph travels, the session not.
-        def __getstate__(self) -> dict[str, Any]:
-            return {**self.__dict__, "_session": None, "_session_key": None}
-
-    return OnnxRuntimeEncoder()
+    # Pickled into spawned workers (nlp.pipe with the spawn start method): the graph travels, the session not.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_session": None, "_session_key": None}
 
 
 def output_signature(torch_model: Any, tokenizer: Any) -> tuple[type, list[str]]:
     """The type and tensor names of the encoder's output, as spacy-transformers receives them."""
-    import torch
 
     sample = tokenizer(SAMPLE_TEXTS[:1], return_tensors="pt")
     with torch.inference_mode():
@@ -439,7 +427,7 @@ class EncoderBackend:
         require_onnx_packages()
         torch_model, tokenizer = shim._model, shim._hfmodel.tokenizer
         graph = onnx_graph(torch_model, tokenizer, self.backend, self.keep_fp32, self.cache_dir)
-        return onnx_runtime_encoder(graph, *output_signature(torch_model, tokenizer))
+        return OnnxRuntimeEncoder(graph, *output_signature(torch_model, tokenizer))
 
     # The transformer deserializes before this component (pipeline order), so its weights are in place here.
     def from_disk(self, path: Path, *, exclude: Iterable[str] = ()) -> EncoderBackend:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,6 +103,22 @@ def test_model_card_shows_labels_and_scores(workflow: WorkflowRun):
     assert "CoNLL-2003" in card
 
 
+def installed_packages_but_this_project(folder: Path) -> Path:
+    """This interpreter's site-packages as links, without this project's own installation.
+
+    A user's environment has the wheel's dependencies, not this project: its entry points name
+    the `scripts` package, which spaCy would then import whenever it makes a pipeline, and which
+    only the project's editable install (a .pth file the reused folder does not run) can find.
+    """
+    folder.mkdir()
+    site = Path(sysconfig.get_paths()["purelib"])
+    project = re.compile(r"(__editable__[._])?en_bert_ner_project[-_]", re.IGNORECASE)
+    for entry in site.iterdir():
+        if not project.match(entry.name):
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, tmp_path):
     venv = tmp_path / "venv"
     # No bundled pip or setuptools: they would shadow the reused packages with older versions.
@@ -111,7 +128,8 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, tmp_path):
         run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).strip()
     )
     # Reuse this interpreter's installed packages; --no-index proves the wheel asks for nothing else.
-    (venv_site / "reuse_test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    dependencies = installed_packages_but_this_project(tmp_path / "dependencies")
+    (venv_site / "reuse_test_environment.pth").write_text(f"{dependencies}\n")
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
     run([*pip, "install", "--no-index", "--quiet", str(workflow.wheel)], tmp_path)
     left_out = ("PYTHONPATH", "SPACY_CONFIG_OVERRIDES", "EN_BERT_NER_ONNX_CACHE")
