@@ -293,10 +293,9 @@ def make_session(graph: Path | bytes, threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle pool threads sleep instead of spinning: between two encoder calls spaCy aligns and runs the
-    # NER on one core, and spinning threads took the other cores from it and from other processes
-    # (measured: twice the speed on a busy 2-core machine with spinning off).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # ONNX Runtime's default, spinning pool threads, is kept: turning spinning off was twice as fast on a
+    # 2-core machine busy with other jobs, but the bare encoder then ran at a quarter of the speed
+    # issue 14 measured with the defaults on the idle machine (README, Benchmarks). Not yet settled.
     return onnxruntime.InferenceSession(
         graph if isinstance(graph, bytes) else str(graph), options, providers=["CPUExecutionProvider"]
     )
