@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,cpu,ray
+EXTRAS ?= dev,cpu,ray,onnx
 ARGS ?=
 
 .PHONY: all demo benchmarks gpu-check test lint clean

@@ -37,8 +37,9 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
-from scripts.evaluate import EvaluationError
-from scripts.evaluate import load_pipeline as load_scoring_pipeline
+from scripts.encoder_backend import TORCH, TORCH_INT8
+from scripts.pipeline_loading import Backend, PipelineLoadError, chosen_backend
+from scripts.pipeline_loading import load_pipeline as load_scoring_pipeline
 
 STDIO = "-"
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -382,11 +383,11 @@ def resolve_model_path(model: str) -> str | Path:
     return inner[0] if len(inner) == 1 else model
 
 
-def load_pipeline(model: str, int8: bool = False, gpu_id: int = -1) -> Language:
-    """The pipeline as scripts.evaluate loads it, and also from the folder pip installed a package into."""
+def load_pipeline(model: str, backend: str = TORCH, gpu_id: int = -1) -> Language:
+    """The pipeline as scripts.pipeline_loading loads it, and also from the folder pip installed a package into."""
     try:
-        nlp = load_scoring_pipeline(str(resolve_model_path(model)), gpu_id=gpu_id, int8=int8)
-    except EvaluationError as err:
+        nlp = load_scoring_pipeline(str(resolve_model_path(model)), gpu_id=gpu_id, backend=backend)
+    except PipelineLoadError as err:
         raise AnnotateError(str(err)) from None
     if "ner" not in nlp.pipe_names:
         raise AnnotateError(f"The model {model!r} has no ner component (pipeline: {', '.join(nlp.pipe_names)}).")
@@ -449,16 +450,17 @@ def main(
     text_field: str = typer.Option("text", help="JSONL: the field that holds the text"),
     batch_size: int = typer.Option(64, min=1, help="Texts per nlp.pipe batch"),
     n_process: int = typer.Option(1, min=1, help="Worker processes (forked, one torch thread each: use one per core)"),
-    int8: bool = typer.Option(False, "--int8", help="Load the encoder in int8 (CPU; faster, F1 a little lower)"),
+    backend: Backend = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only"),
+    int8: bool = typer.Option(False, "--int8", help=f"The same as --backend {TORCH_INT8}"),
 ) -> None:
     try:
         # Check both files first: loading the model takes seconds to minutes.
         with open_input(input_path):
             pass
         check_output_writable(output_path)
-        nlp = load_pipeline(model, int8)
+        nlp = load_pipeline(model, chosen_backend(backend, int8))
         counts = annotate(nlp, input_path, output_path, input_format, text_field, batch_size, n_process)
-    except AnnotateError as err:
+    except (AnnotateError, PipelineLoadError) as err:
         typer.echo(f"annotate: error: {err}", err=True)
         raise typer.Exit(1) from None
     except BrokenPipeError:

@@ -58,6 +58,7 @@ from scripts.annotate import (
     resolve_model_path,
     split_record,
 )
+from scripts.encoder_backend import TORCH, TORCH_INT8
 
 # Output columns. (SOURCE, ROW) identify an input row; an input field of one of these names would be lost.
 SOURCE, ROW, TEXT, ENTITIES, REASON = "source", "row", "text", "entities", "reason"
@@ -384,7 +385,7 @@ class EntityPredictor:
         import torch
 
         torch.set_num_threads(torch_threads)
-        self.nlp = load_pipeline(model, int8, gpu_id)
+        self.nlp = load_pipeline(model, TORCH_INT8 if int8 else TORCH, gpu_id)
         self.nlp.max_length = max_length  # the length the rows were checked against
 
     def __call__(self, batch: pa.Table) -> pa.Table:

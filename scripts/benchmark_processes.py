@@ -1,7 +1,7 @@
 """Throughput with worker processes: `nlp.pipe(n_process=N)` and `annotate --n-process N`.
 
 On the CoNLL test sentences, for N = 1 and 2: `nlp.pipe` with fork (Linux's default start
-method, made safe by the fork handlers in scripts/encoder_int8.py), `nlp.pipe` with spawn (what
+method, made safe by the fork handlers in scripts/encoder_backend.py), `nlp.pipe` with spawn (what
 annotate used before, each worker a new interpreter that unpickles the pipeline) and the annotate
 function that the CLI runs. Each configuration runs in a fresh process with the same thread
 budget; a run's wall time includes starting and stopping its workers, and the workers' start-up
@@ -31,7 +31,8 @@ from wasabi import msg
 from scripts.annotate import annotate
 from scripts.atomic import write_text_atomic
 from scripts.benchmark_speed import machine_description, sentence_texts
-from scripts.evaluate import EvaluationError, load_pipeline, md_table
+from scripts.evaluate import md_table
+from scripts.pipeline_loading import PipelineLoadError, load_pipeline
 
 # name: (what it runs, worker processes, start method)
 CONFIGURATIONS: dict[str, tuple[str, int, str]] = {
@@ -195,7 +196,7 @@ def main(
         sys.exit(1)
     try:
         load_pipeline(model)  # fails fast, with the fix, before any process starts
-    except EvaluationError as err:
+    except PipelineLoadError as err:
         msg.fail("Cannot load the spaCy pipeline", str(err))
         sys.exit(1)
     results = benchmark(model, sentence_texts(test_docbin, limit), repetitions, threads, batch_size)

@@ -1,13 +1,14 @@
 """Inference speed, side by side, on the CoNLL test texts.
 
-(a) our spaCy pipeline through nlp.pipe, in full precision and with its int8 load
-option (scripts/encoder_int8.py); (b) the HF token-classification pipeline
-(aggregation "simple") on the same encoder at batch 1 and batch 32; (c) the bare
-encoder forward pass over length-sorted batches of 32, fp32 and int8: the practical
-ceilings. Each configuration runs in a fresh process (so its peak memory is its own)
-with the same thread count; one warm-up pass is excluded and the median of several
-timed passes is reported, in words per second (CoNLL words), with the test F1 of
-the configurations that tag. Writes the JSON and a Markdown table beside it.
+(a) our spaCy pipeline through nlp.pipe, with each encoder backend it offers at load
+time (scripts/encoder_backend.py: PyTorch fp32 and int8, ONNX Runtime fp32 and int8);
+(b) the HF token-classification pipeline (aggregation "simple") on the same encoder at
+batch 1 and batch 32; (c) the bare encoder forward pass over length-sorted batches of 32,
+in PyTorch and in ONNX Runtime, fp32 and int8: the practical ceilings. Each configuration
+runs in a fresh process (so its peak memory is its own) with the same thread count (ONNX
+Runtime takes torch's); one warm-up pass is excluded and the median of several timed passes
+is reported, in words per second (CoNLL words), with the test F1 of the configurations that
+tag. Writes the JSON and a Markdown table beside it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +32,19 @@ from spacy.vocab import Vocab
 from wasabi import msg
 
 from scripts.atomic import write_text_atomic
-from scripts.encoder_int8 import quantize_linear_int8
-from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, load_pipeline, md_table, percent
+from scripts.encoder_backend import (
+    ONNX,
+    ONNX_INT8,
+    TORCH,
+    TORCH_INT8,
+    OnnxRuntimeEncoder,
+    build_graph,
+    output_signature,
+    quantize_linear_int8,
+    require_onnx_packages,
+)
+from scripts.evaluate import EvaluationError, evaluate, load_gold_docs, md_table, percent
+from scripts.pipeline_loading import PipelineLoadError, load_pipeline
 from scripts.train import PreflightError, resolve_encoder
 
 ENCODER_BATCH = 32
@@ -51,8 +64,8 @@ class Runner:
     test_f1: Callable[[], float] | None = None
 
 
-def spacy_runner(model: str, int8: bool, gpu_id: int, test_docbin: str) -> Runner:
-    nlp = load_pipeline(model, gpu_id, int8)
+def spacy_runner(model: str, backend: str, gpu_id: int, test_docbin: str) -> Runner:
+    nlp = load_pipeline(model, gpu_id, backend)
 
     def run(texts: list[str]) -> None:
         for _ in nlp.pipe(texts):
@@ -77,15 +90,21 @@ def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Runner:
     return Runner(run)
 
 
-def encoder_runner(encoder: str, int8: bool, gpu_id: int) -> Runner:
+def encoder_runner(encoder: str, backend: str, gpu_id: int) -> Runner:
+    """The bare encoder: every linear layer in int8 for the int8 backends (a bound for the pipeline's options)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModel.from_pretrained(encoder).eval().to(device)
-    if int8:
+    if backend == TORCH_INT8:
         model = quantize_linear_int8(model)
+    elif backend in (ONNX, ONNX_INT8):
+        require_onnx_packages()
+        with tempfile.TemporaryDirectory(prefix="benchmark-onnx-") as folder:
+            graph = build_graph(model, tokenizer, backend, [], Path(folder)).read_bytes()
+        model = OnnxRuntimeEncoder(graph, *output_signature(model, tokenizer))
 
     def run(texts: list[str]) -> None:
         ordered = sorted(texts, key=len)
@@ -97,14 +116,19 @@ def encoder_runner(encoder: str, int8: bool, gpu_id: int) -> Runner:
     return Runner(run)
 
 
-# torch's dynamic int8 kernels are CPU kernels: the int8 configurations run on the CPU whatever gpu_id says.
+# Only the torch fp32 backend runs on a GPU: the int8 and ONNX Runtime configurations run on the CPU whatever
+# gpu_id says.
 RUNNERS: dict[str, Callable[[dict[str, Any]], Runner]] = {
-    "spacy": lambda o: spacy_runner(o["spacy_model"], False, o["gpu_id"], o["test_docbin"]),
-    "spacy_int8": lambda o: spacy_runner(o["spacy_model"], True, -1, o["test_docbin"]),
+    "spacy": lambda o: spacy_runner(o["spacy_model"], TORCH, o["gpu_id"], o["test_docbin"]),
+    "spacy_int8": lambda o: spacy_runner(o["spacy_model"], TORCH_INT8, -1, o["test_docbin"]),
+    "spacy_onnx": lambda o: spacy_runner(o["spacy_model"], ONNX, -1, o["test_docbin"]),
+    "spacy_onnx_int8": lambda o: spacy_runner(o["spacy_model"], ONNX_INT8, -1, o["test_docbin"]),
     "hf_pipeline_bs1": lambda o: hf_pipeline_runner(o["hf_model"], 1, o["gpu_id"]),
     "hf_pipeline_bs32": lambda o: hf_pipeline_runner(o["hf_model"], 32, o["gpu_id"]),
-    "encoder_forward": lambda o: encoder_runner(o["encoder"], False, o["gpu_id"]),
-    "encoder_forward_int8": lambda o: encoder_runner(o["encoder"], True, -1),
+    "encoder_forward": lambda o: encoder_runner(o["encoder"], TORCH, o["gpu_id"]),
+    "encoder_forward_int8": lambda o: encoder_runner(o["encoder"], TORCH_INT8, -1),
+    "encoder_forward_onnx": lambda o: encoder_runner(o["encoder"], ONNX, -1),
+    "encoder_forward_onnx_int8": lambda o: encoder_runner(o["encoder"], ONNX_INT8, -1),
 }
 
 
@@ -113,7 +137,9 @@ def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: i
     import torch
 
     torch.set_num_threads(threads)
+    started = time.perf_counter()
     runner = RUNNERS[name](options)
+    load_seconds = time.perf_counter() - started
     runner.run(texts[: min(len(texts), 64)])
     seconds = []
     for _ in range(repetitions):
@@ -124,6 +150,7 @@ def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: i
     return {
         "words_per_second": words / statistics.median(seconds),
         "seconds": seconds,
+        "load_seconds": load_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": peak_gpu_mb(),
         "test_f1_strict": runner.test_f1() if runner.test_f1 else None,
@@ -161,14 +188,22 @@ def benchmark(
     return {
         "spacy_words_per_s": speed["spacy"],
         "spacy_int8_words_per_s": speed["spacy_int8"],
+        "spacy_onnx_words_per_s": speed["spacy_onnx"],
+        "spacy_onnx_int8_words_per_s": speed["spacy_onnx_int8"],
         "hf_pipeline_bs1_words_per_s": speed["hf_pipeline_bs1"],
         "hf_pipeline_bs32_words_per_s": speed["hf_pipeline_bs32"],
         "encoder_forward_words_per_s": speed["encoder_forward"],
         "encoder_forward_int8_words_per_s": speed["encoder_forward_int8"],
+        "encoder_forward_onnx_words_per_s": speed["encoder_forward_onnx"],
+        "encoder_forward_onnx_int8_words_per_s": speed["encoder_forward_onnx_int8"],
         "ratio_vs_hf_bs32": speed["spacy"] / speed["hf_pipeline_bs32"],
         "ratio_int8_vs_hf_bs32": speed["spacy_int8"] / speed["hf_pipeline_bs32"],
+        "ratio_onnx_vs_hf_bs32": speed["spacy_onnx"] / speed["hf_pipeline_bs32"],
+        "ratio_onnx_int8_vs_hf_bs32": speed["spacy_onnx_int8"] / speed["hf_pipeline_bs32"],
         "ratio_vs_encoder": speed["spacy"] / speed["encoder_forward"],
         "ratio_int8_vs_encoder_int8": speed["spacy_int8"] / speed["encoder_forward_int8"],
+        "ratio_onnx_vs_encoder_onnx": speed["spacy_onnx"] / speed["encoder_forward_onnx"],
+        "ratio_onnx_int8_vs_encoder_onnx_int8": speed["spacy_onnx_int8"] / speed["encoder_forward_onnx_int8"],
         "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
         "n_texts": len(texts),
@@ -196,12 +231,20 @@ def reference_test_f1(path: Path | None) -> float | None:
 
 
 ROWS = (
-    ("spaCy pipeline, fp32 (this project)", "spacy", "ratio_vs_hf_bs32"),
-    ("spaCy pipeline, int8 encoder option", "spacy_int8", "ratio_int8_vs_hf_bs32"),
+    ("spaCy pipeline, PyTorch fp32 (this project)", "spacy", "ratio_vs_hf_bs32"),
+    ("spaCy pipeline, PyTorch int8 (backend torch-int8)", "spacy_int8", "ratio_int8_vs_hf_bs32"),
+    ("spaCy pipeline, ONNX Runtime fp32 (backend onnx)", "spacy_onnx", "ratio_onnx_vs_hf_bs32"),
+    ("spaCy pipeline, ONNX Runtime int8 (backend onnx-int8)", "spacy_onnx_int8", "ratio_onnx_int8_vs_hf_bs32"),
     ("HF pipeline, batch 1", "hf_pipeline_bs1", None),
     ("HF pipeline, batch 32", "hf_pipeline_bs32", None),
-    ("bare encoder forward, length-sorted batches of 32 (fp32 ceiling)", "encoder_forward", None),
-    ("bare encoder forward, int8, length-sorted batches of 32 (int8 ceiling)", "encoder_forward_int8", None),
+    ("bare encoder forward, PyTorch fp32, length-sorted batches of 32 (ceiling)", "encoder_forward", None),
+    ("bare encoder forward, PyTorch int8, length-sorted batches of 32 (ceiling)", "encoder_forward_int8", None),
+    ("bare encoder forward, ONNX Runtime fp32, length-sorted batches of 32 (ceiling)", "encoder_forward_onnx", None),
+    (
+        "bare encoder forward, ONNX Runtime int8, length-sorted batches of 32 (ceiling)",
+        "encoder_forward_onnx_int8",
+        None,
+    ),
 )
 
 
@@ -224,8 +267,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"
         + md_table(header, rows)
         + "\n\n"
-        f"Share of the ceiling of the same precision: fp32 {result['ratio_vs_encoder']:.2f}x, "
-        f"int8 {result['ratio_int8_vs_encoder_int8']:.2f}x.\n"
+        f"Share of the ceiling of the same backend: PyTorch fp32 {result['ratio_vs_encoder']:.2f}x, "
+        f"PyTorch int8 {result['ratio_int8_vs_encoder_int8']:.2f}x, "
+        f"ONNX Runtime fp32 {result['ratio_onnx_vs_encoder_onnx']:.2f}x, "
+        f"ONNX Runtime int8 {result['ratio_onnx_int8_vs_encoder_onnx_int8']:.2f}x.\n"
     )
 
 
@@ -260,14 +305,16 @@ def main(
     try:
         texts = sentence_texts(test_docbin, limit)
         results = benchmark(options, texts, repetitions, threads, reference_test_f1(reference))
-    except EvaluationError as err:
+    except (EvaluationError, PipelineLoadError) as err:
         msg.fail("Cannot load the spaCy pipeline", str(err))
         sys.exit(1)
     write_text_atomic(output, json.dumps(results, indent=2) + "\n")
     write_text_atomic(output.with_suffix(".md"), markdown(results))
     msg.good(
         f"Wrote {output} and its .md: spaCy {results['ratio_vs_hf_bs32']:.2f}x the HF pipeline at batch 32 (fp32), "
-        f"{results['ratio_int8_vs_hf_bs32']:.2f}x with int8"
+        f"{results['ratio_int8_vs_hf_bs32']:.2f}x in PyTorch int8, "
+        f"{results['ratio_onnx_vs_hf_bs32']:.2f}x in ONNX Runtime fp32, "
+        f"{results['ratio_onnx_int8_vs_hf_bs32']:.2f}x in ONNX Runtime int8"
     )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -25,7 +24,6 @@ from typing import Any
 
 import spacy
 import typer
-from confection import ConfigValidationError
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2, Entities
 from spacy import displacy
@@ -40,7 +38,8 @@ from wasabi import msg
 
 from scripts.atomic import atomic_target, write_text_atomic
 from scripts.corpus import LABELS, SPLITS
-from scripts.encoder_int8 import ENABLED_SETTING, FACTORY, EncoderInt8Error
+from scripts.encoder_backend import TORCH, TORCH_INT8
+from scripts.pipeline_loading import Backend, PipelineLoadError, chosen_backend, load_pipeline
 
 BATCH_SIZE = 64
 WORST_SENTENCES = 25
@@ -64,55 +63,6 @@ class EvaluationError(Exception):
 
 
 # --- inputs ------------------------------------------------------------------------
-
-
-def load_pipeline(model: str, gpu_id: int = -1, int8: bool = False) -> Language:
-    """A pipeline from a folder or an installed package; EvaluationError says how to get one.
-
-    int8: load with the encoder's linear layers quantized to int8 (the encoder_int8 option; CPU only).
-    """
-    if gpu_id >= 0:
-        try:
-            spacy.require_gpu(gpu_id)
-        except Exception as err:  # thinc raises ValueError without cupy, CUDA errors for a bad id
-            raise EvaluationError(
-                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda13x]"`) '
-                "or pass --gpu-id -1 to run on the CPU."
-            ) from None
-    how_to_get_one = (
-        "Train a pipeline first (`spacy project run train`) and pass its folder, e.g. training/model-best, "
-        "or build and install the wheel (`spacy project run package`, then "
-        "`pip install packages/en_bert_ner-<version>/dist/en_bert_ner-<version>-py3-none-any.whl`) "
-        "and pass the package name, en_bert_ner."
-    )
-    path = Path(model)
-    names_a_path = path.exists() or "/" in model or os.sep in model or model.startswith(".")
-    if names_a_path and not path.is_dir():
-        raise EvaluationError(f"No pipeline at {model}: there is no such folder. {how_to_get_one}")
-    if names_a_path and not (path / "config.cfg").is_file():
-        raise EvaluationError(
-            f"{model} is a folder but not a spaCy pipeline: it has no config.cfg. Pass a pipeline folder "
-            "such as training/model-best (not the training folder above it)."
-        )
-    try:
-        nlp = spacy.load(model, config={ENABLED_SETTING: True} if int8 else {})
-    except OSError as err:
-        if "[E050]" not in str(err):  # E050: neither a folder nor an installed package
-            raise
-        raise EvaluationError(
-            f"Can't find the pipeline '{model}': it is neither a folder nor an installed Python package. "
-            f"{how_to_get_one}"
-        ) from None
-    except EncoderInt8Error as err:
-        raise EvaluationError(str(err)) from None
-    except ConfigValidationError:
-        if not int8:
-            raise
-        raise EvaluationError(
-            f"{model} has no {FACTORY} component, so it has no int8 option: it was trained before the option "
-            "existed. Retrain with the project's configs, or load it without int8."
-        ) from None
-    return nlp
 
 
 def load_gold_docs(path: Path, vocab: Vocab) -> list[Doc]:
@@ -632,17 +582,19 @@ def run_evaluation(
     gpu_id: int = -1,
     worst: int = WORST_SENTENCES,
     batch_size: int = BATCH_SIZE,
-    int8: bool = False,
+    backend: str = TORCH,
 ) -> Evaluation:
     """Load the pipeline and the gold, evaluate, and write every output file."""
     if split not in SPLITS:
         raise EvaluationError(f"Unknown split '{split}': use one of {', '.join(SPLITS)}.")
-    nlp = load_pipeline(model, gpu_id, int8)
+    nlp = load_pipeline(model, gpu_id, backend)
     gold_docs = load_gold_docs(gold_path, nlp.vocab)
     msg.info(f"Evaluating {model} on {gold_path}: {len(gold_docs):,} docs")
     evaluation = evaluate(nlp, gold_docs, batch_size)
     device = "the CPU" if gpu_id < 0 else f"GPU {gpu_id}"
-    context = {"model": model, "split": split, "gold": str(gold_path), "device": device, "int8": int8}
+    # "int8" as before the backend option: whether the encoder ran in int8.
+    context = {"model": model, "split": split, "gold": str(gold_path), "device": device, "backend": backend}
+    context["int8"] = backend.endswith("int8")
     evaluation.results = {**context, **evaluation.results}
     write_outputs(output_dir, split, evaluation, worst)
     return evaluation
@@ -676,12 +628,14 @@ def main(
     gpu_id: int = typer.Option(-1, help="GPU to run on; -1 for the CPU"),
     worst: int = typer.Option(WORST_SENTENCES, min=0, help="Sentences in <split>_worst.html"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help="Docs per nlp.pipe batch"),
-    int8: bool = typer.Option(False, "--int8", help="Load with the int8 encoder option (CPU only)"),
+    backend: Backend = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only"),
+    int8: bool = typer.Option(False, "--int8", help=f"The same as --backend {TORCH_INT8}"),
 ) -> None:
     """Score MODEL's entities on GOLD_PATH; write metrics, report and error analysis to OUTPUT_DIR."""
     try:
-        evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, int8)
-    except EvaluationError as err:
+        backend = chosen_backend(backend, int8)
+        evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, backend)
+    except (EvaluationError, PipelineLoadError) as err:
         msg.fail("Evaluation failed", str(err))
         raise typer.Exit(1) from None
     print_summary(split, evaluation.results)

@@ -138,7 +138,7 @@ def entity_agreement(reference: Sequence[Sequence[Entity]], other: Sequence[Sequ
 
 def pipeline_entities(model: str, texts: Sequence[str], gpu_id: int) -> list[list[Entity]]:
     """Character offsets and labels of the entities `model` finds, loaded on the GPU (gpu_id >= 0) or the CPU."""
-    from scripts.evaluate import load_pipeline
+    from scripts.pipeline_loading import load_pipeline
 
     nlp = load_pipeline(model, gpu_id)
     return [[(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents] for doc in nlp.pipe(texts)]

@@ -269,7 +269,7 @@ def test_model_as_installed_package_folder(installed_model: str):
     """The folder pip installed (its pipeline sits in a subfolder) works as MODEL, like the package name."""
     folder = spacy.util.get_package_path(installed_model)
     assert not (folder / "config.cfg").exists()
-    assert load_pipeline(str(folder)).pipe_names == ["transformer", "ner", "encoder_int8"]
+    assert load_pipeline(str(folder)).pipe_names == ["transformer", "ner", "encoder_backend"]
 
 
 def test_unknown_model_names_the_fix():

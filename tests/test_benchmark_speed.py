@@ -24,10 +24,14 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     for key in (
         "spacy_words_per_s",
         "spacy_int8_words_per_s",
+        "spacy_onnx_words_per_s",
+        "spacy_onnx_int8_words_per_s",
         "hf_pipeline_bs1_words_per_s",
         "hf_pipeline_bs32_words_per_s",
         "encoder_forward_words_per_s",
         "encoder_forward_int8_words_per_s",
+        "encoder_forward_onnx_words_per_s",
+        "encoder_forward_onnx_int8_words_per_s",
     ):
         assert speed[key] > 0, key
     assert speed["ratio_vs_hf_bs32"] == pytest.approx(
@@ -36,10 +40,26 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     assert speed["ratio_int8_vs_encoder_int8"] == pytest.approx(
         speed["spacy_int8_words_per_s"] / speed["encoder_forward_int8_words_per_s"]
     )
+    assert speed["ratio_onnx_int8_vs_hf_bs32"] == pytest.approx(
+        speed["spacy_onnx_int8_words_per_s"] / speed["hf_pipeline_bs32_words_per_s"]
+    )
+    assert speed["ratio_onnx_vs_encoder_onnx"] == pytest.approx(
+        speed["spacy_onnx_words_per_s"] / speed["encoder_forward_onnx_words_per_s"]
+    )
     assert speed["n_texts"] == 12 and "CPU cores" in speed["machine"]
     assert all(len(run["seconds"]) == 2 and run["peak_rss_mb"] > 0 for run in speed["runs"].values())
     reference = json.loads((tmp_path / "hf" / "reference.json").read_text())
-    assert set(speed["test_f1_strict"]) == {"spacy", "spacy_int8", "hf_pipeline_bs1", "hf_pipeline_bs32"}
+    assert set(speed["test_f1_strict"]) == {
+        "spacy",
+        "spacy_int8",
+        "spacy_onnx",
+        "spacy_onnx_int8",
+        "hf_pipeline_bs1",
+        "hf_pipeline_bs32",
+    }
+    # The ONNX Runtime fp32 pipeline tags like the PyTorch one.
+    assert speed["test_f1_strict"]["spacy_onnx"] == pytest.approx(speed["test_f1_strict"]["spacy"], abs=1e-9)
     assert speed["test_f1_strict"]["hf_pipeline_bs32"] == reference["test"]["seqeval_strict"]["f1"]
     table = output.with_suffix(".md").read_text()
-    assert "| spaCy pipeline, int8 encoder option |" in table and "Share of the ceiling" in table
+    assert "| spaCy pipeline, ONNX Runtime int8 (backend onnx-int8) |" in table and "Share of the ceiling" in table
+    assert "| bare encoder forward, ONNX Runtime fp32, length-sorted batches of 32 (ceiling) |" in table

@@ -25,7 +25,6 @@ from scripts.evaluate import (
     app,
     evaluate,
     load_gold_docs,
-    load_pipeline,
     pair_sentences,
     run_evaluation,
     score_iob2,
@@ -316,27 +315,6 @@ def test_document_mode_gives_the_sentence_mode_results_on_the_real_test_split(co
 
 
 # --- clear errors -----------------------------------------------------------------
-
-
-def test_a_missing_model_folder_says_how_to_get_one(tmp_path: Path):
-    with pytest.raises(EvaluationError) as err:
-        load_pipeline(str(tmp_path / "training" / "model-best"))
-    message = str(err.value)
-    assert f"No pipeline at {tmp_path / 'training' / 'model-best'}" in message
-    assert "spacy project run train" in message and "pip install" in message
-
-
-def test_an_unknown_package_name_says_how_to_get_one():
-    with pytest.raises(EvaluationError) as err:
-        load_pipeline("en_no_such_pipeline")
-    message = str(err.value)
-    assert "'en_no_such_pipeline'" in message and "neither a folder nor an installed Python package" in message
-    assert "spacy project run train" in message and "pip install" in message
-
-
-def test_a_folder_that_is_not_a_pipeline(tmp_path: Path):
-    with pytest.raises(EvaluationError, match="no config.cfg"):
-        load_pipeline(str(tmp_path))
 
 
 def test_a_missing_gold_docbin_says_to_build_the_corpus(tmp_path: Path):

@@ -44,7 +44,8 @@ socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
 import spacy
-nlp = spacy.load("en_bert_ner")
+backend = sys.argv[1] if len(sys.argv) > 1 else None
+nlp = spacy.load("en_bert_ner", config={"components.encoder_backend.backend": backend} if backend else {})
 doc = nlp("EU rejects German call to boycott British lamb . Peter Blackburn reported from Brussels .")
 texts = [f"Talks between Germany and France resumed on day {i} in Paris ." for i in range(200)]
 docs = list(nlp.pipe(texts, batch_size=32))
@@ -54,6 +55,8 @@ print(json.dumps({
     "pipe_labels": sorted({e.label_ for d in docs for e in d.ents}),
     "pipeline": nlp.pipe_names,
     "module": spacy.util.get_package_path("en_bert_ner").as_posix(),
+    "backend": nlp.get_pipe("encoder_backend").backend,
+    "encoder": type(nlp.get_pipe("transformer").model.layers[0].shims[0]._model).__name__,
 }))
 """
 
@@ -138,8 +141,10 @@ def wheel_python(workflow: WorkflowRun, tmp_path_factory) -> Path:
 
 def app_environment(tmp_path: Path) -> dict[str, str]:
     """An app's environment: none of the project's settings, the hub offline."""
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "SPACY_CONFIG_OVERRIDES")}
+    left_out = ("PYTHONPATH", "SPACY_CONFIG_OVERRIDES", "EN_BERT_NER_ONNX_CACHE")
+    env = {key: value for key, value in os.environ.items() if key not in left_out}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "empty_hf_home"))
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # where the ONNX backends keep their graphs
     return env
 
 
@@ -151,17 +156,29 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, wheel_python: P
         path.rename(hiding_place)
     try:
         output = run([str(wheel_python), "-c", OFFLINE_PREDICT], tmp_path, env)
+        # The ONNX Runtime backends, from the wheel alone: the graph is exported from the installed weights.
+        by_backend = {
+            backend: json.loads(
+                run([str(wheel_python), "-c", OFFLINE_PREDICT, backend], tmp_path, env).splitlines()[-1]
+            )
+            for backend in ("onnx", "onnx-int8")
+        }
     finally:
         for path, hiding_place in hidden:
             hiding_place.rename(path)
     result = json.loads(output.strip().splitlines()[-1])
-    assert result["pipeline"] == ["transformer", "ner", "encoder_int8"]
+    assert result["pipeline"] == ["transformer", "ner", "encoder_backend"]
     assert result["module"].startswith(str(wheel_python.parent.parent))
     assert result["n_docs"] == 200
     assert result["ents"], "the trained model found no entity in a sentence from its training data"
     for _text, label, start, end in result["ents"]:
         assert label in LABELS and 0 <= start < end
     assert set(result["pipe_labels"]) <= LABELS
+    for backend, backend_result in by_backend.items():
+        assert backend_result["backend"] == backend and backend_result["encoder"] == "OnnxRuntimeEncoder"
+        assert backend_result["module"] == result["module"] and backend_result["n_docs"] == 200
+    assert by_backend["onnx"]["ents"] == result["ents"]
+    assert len(list((tmp_path / "cache" / "en_bert_ner" / "onnx").glob("*.onnx"))) == 2
 
 
 # nlp.pipe(n_process=2) as an app calls it: Linux's default start method, fork, nothing set up.
