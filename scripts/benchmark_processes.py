@@ -66,7 +66,6 @@ def annotate_through(nlp: Language, n_process: int, batch_size: int, folder: Pat
 
 def use_spawn(threads_per_worker: int) -> None:
     """spawn workers are new interpreters: their torch reads its thread count from OMP_NUM_THREADS."""
-    multiprocessing.set_start_method("spawn", force=True)
     os.environ["OMP_NUM_THREADS"] = str(threads_per_worker)
 
 
@@ -76,6 +75,8 @@ def measure(name: str, model: str, texts: list[str], repetitions: int, threads: 
 
     what, n_process, start_method = CONFIGURATIONS[name]
     torch.set_num_threads(threads)
+    # This process was spawned, and a spawned process inherits its parent's start method: name it here.
+    multiprocessing.set_start_method(start_method, force=True)
     if start_method == "spawn":
         use_spawn(max(1, threads // n_process))
     started = time.perf_counter()
@@ -102,6 +103,7 @@ def measure(name: str, model: str, texts: list[str], repetitions: int, threads: 
         "runs": what,
         "n_process": n_process,
         "start_method": start_method,
+        "start_method_used": multiprocessing.get_start_method(),
         "words_per_second": words / wall,
         "steady_words_per_second": steady,
         "per_process_words_per_second": steady / n_process,

@@ -23,6 +23,7 @@ def test_process_benchmark_runs_every_configuration_on_a_slice(tmp_path, workflo
     assert set(result["runs"]) == set(CONFIGURATIONS)
     for name, run_result in result["runs"].items():
         assert run_result["n_process"] == CONFIGURATIONS[name][1]
+        assert run_result["start_method_used"] == run_result["start_method"] == CONFIGURATIONS[name][2], name
         assert run_result["words_per_second"] > 0 and run_result["startup_seconds"] >= 0, name
         assert run_result["steady_words_per_second"] >= run_result["words_per_second"], name
         assert run_result["per_process_words_per_second"] == pytest.approx(
