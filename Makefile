@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,cpu,ray,onnx
 ARGS ?=
 
-.PHONY: all demo benchmarks gpu-check test lint clean
+.PHONY: all demo benchmarks benchmark-context gpu-check test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python -m spacy project run benchmark-speed . $(CPU_VARS) $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-processes . $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-annotate-ray . $(ARGS)
+
+# After `make demo` (needs its encoder in assets/): sentence mode against document context on the
+# CPU proxy, two seeds each; some 45 minutes on 2 cores (README, "Document context").
+benchmark-context: $(BIN)/.installed
+	$(BIN)/python -m spacy project run benchmark-context . $(CPU_VARS) --vars.config minilm_cpu $(ARGS)
 
 # On a GPU machine (install with EXTRAS=dev,cpu,cuda13x): the GPU tests (tests/test_gpu.py:
 # bert-base-shaped random encoder, `spacy project run all` in both doc modes, peak memory),
