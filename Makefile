@@ -30,7 +30,7 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python -m spacy project run benchmark-annotate-ray . $(ARGS)
 
 # After `make demo` (needs its encoder in assets/): sentence mode against document context on the
-# CPU proxy, two seeds each; some 45 minutes on 2 cores (README, "Document context").
+# CPU proxy, two seeds each; some 40 minutes on 2 cores (README, "Document context").
 benchmark-context: $(BIN)/.installed
 	$(BIN)/python -m spacy project run benchmark-context . $(CPU_VARS) --vars.config minilm_cpu $(ARGS)
 

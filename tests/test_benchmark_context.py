@@ -52,6 +52,7 @@ def test_a_loss_is_reported_as_such():
     assert not summary["against_sentence"]["document"]["wins"]
 
 
+@pytest.mark.slow
 def test_benchmark_trains_scores_and_resumes(tiny_bert, tmp_path):
     """Both doc modes, one seed, on the tiny BERT and the invented fixture; a rerun reuses the runs."""
     command = [
