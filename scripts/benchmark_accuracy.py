@@ -56,6 +56,7 @@ def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
         # Words seen over the seconds of the training loop (spaCy's clock starts after initialisation).
         "train_words_per_second": last["words"] / last["seconds"] if last["seconds"] else None,
         "train_steps": last["step"],
+        "train_words": last["words"],
         "train_epochs_started": last["epoch"] + 1,
     }
 

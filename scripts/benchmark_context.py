@@ -25,10 +25,10 @@ import typer
 from wasabi import msg
 
 from scripts.atomic import write_text_atomic
+from scripts.benchmark_accuracy import spacy_side
 from scripts.benchmark_speed import machine_description
 from scripts.corpus import CorpusError, DocMode, convert
 from scripts.evaluate import md_table, percent
-from scripts.train import TRAIN_LOG_NAME, TRAIN_STATS_NAME
 
 VARIANTS = ("sentence", "document", "flert")
 # Test F1 gain over sentence mode, and training time ratio, that make context the default (issue 13).
@@ -88,23 +88,15 @@ def train_and_score(
     train += ["--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy")]
     train += ["--system.seed", str(seed), *overrides]
     run_step(train, run_dir / "train.log")
-    scores: dict[str, Any] = {}
     for split in ("dev", "test"):
         evaluate = [python, "-m", "scripts.evaluate", str(training / "model-best"), str(corpus / f"{split}.spacy")]
         evaluate += [str(run_dir / "metrics"), "--split", split, "--gpu-id", str(gpu_id), "--worst", "0"]
         run_step(evaluate, run_dir / f"evaluate_{split}.log")
-        results = json.loads((run_dir / "metrics" / f"{split}.json").read_text(encoding="utf-8"))
-        scores[f"{split}_f1_strict"] = results["seqeval_strict"]["f1"]
-        scores[f"{split}_f1_default"] = results["seqeval_default"]["f1"]
-    stats = json.loads((training / TRAIN_STATS_NAME).read_text(encoding="utf-8"))
-    last = json.loads((training / TRAIN_LOG_NAME).read_text(encoding="utf-8").splitlines()[-1])
-    scores.update(
-        train_seconds=stats["seconds"],
-        train_steps=last["step"],
-        train_words=last["words"],
-        # Logged at each evaluation: at step N, N + 1 batches have been trained on.
-        words_per_step=last["words"] / (last["step"] + 1),
-    )
+    side = spacy_side(training, run_dir / "metrics")
+    keys = ("dev_f1_strict", "dev_f1_default", "test_f1_strict", "test_f1_default")
+    scores = {key: side[key] for key in (*keys, "train_seconds", "train_steps", "train_words")}
+    # Logged at each evaluation: at step N, N + 1 batches have been trained on.
+    scores["words_per_step"] = side["train_words"] / (side["train_steps"] + 1)
     write_text_atomic(run_dir / "scores.json", json.dumps(scores, indent=2) + "\n")
     return scores
 
