@@ -37,18 +37,18 @@ benchmark-context: $(BIN)/.installed
 # On a GPU machine (install with EXTRAS=dev,cpu,cuda13x): the GPU tests (tests/test_gpu.py:
 # bert-base-shaped random encoder, `spacy project run all` in both doc modes, peak memory),
 # then the speed benchmark on their sentence-mode pipeline beside a short HF recipe run on the
-# same encoder, then one table (scripts/gpu_report.py). Stops first, in one message, without CUDA.
+# same encoder, then one table (scripts/benchmarks/gpu_report.py). Stops first, in one message, without CUDA.
 GPU_CHECK_DIR ?= gpu-check
 GPU_CHECK_ABS = $(abspath $(GPU_CHECK_DIR))
 GPU_CHECK_RUN = $(GPU_CHECK_ABS)/sentence/project
 gpu-check: $(BIN)/.installed
-	$(BIN)/python -m scripts.gpu_report preflight
+	$(BIN)/python -m scripts.benchmarks.gpu_report preflight
 	rm -rf $(GPU_CHECK_ABS)
 	GPU_CHECK_DIR=$(GPU_CHECK_ABS) $(BIN)/python -m pytest -m gpu tests/test_gpu.py $(ARGS)
-	cd $(GPU_CHECK_RUN) && $(abspath $(BIN))/python -m scripts.hf_reference $(GPU_CHECK_ABS)/encoder corpus \
+	cd $(GPU_CHECK_RUN) && $(abspath $(BIN))/python -m scripts.benchmarks.hf_reference $(GPU_CHECK_ABS)/encoder corpus \
 		training/hf_reference --epochs 1 --max-train-sentences 2000 --gpu-id 0
 	$(BIN)/python -m spacy project run benchmark-speed $(GPU_CHECK_RUN) --vars.gpu_id 0 --vars.model $(GPU_CHECK_ABS)/encoder
-	$(BIN)/python -m scripts.gpu_report report $(GPU_CHECK_ABS)
+	$(BIN)/python -m scripts.benchmarks.gpu_report report $(GPU_CHECK_ABS)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)

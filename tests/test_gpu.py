@@ -1,13 +1,13 @@
 """The product's main path on a GPU: bert-base's shape, mixed precision, the PyTorch allocator.
 
 Marked `gpu` and skipped with the reason where no CUDA device is usable (cupy, a CUDA
-build of torch and a device: scripts/train.py's check_gpu). Offline: the encoder is
+build of torch and a device: scripts/workflow/train.py's check_gpu). Offline: the encoder is
 bert-base-shaped with random weights (tests/tiny_bert.py), built here in seconds.
 `spacy project run all` runs with configs/bert_ner.cfg unchanged and `--vars.gpu_id 0`;
 only the schedule is cut, through SPACY_CONFIG_OVERRIDES, once per doc_mode.
 
 `make gpu-check` sets GPU_CHECK_DIR so that the runs stay there for the speed benchmark
-and the table (scripts/gpu_report.py); otherwise they go to a temporary folder.
+and the table (scripts/benchmarks/gpu_report.py); otherwise they go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from scripts.benchmark_speed import sentence_texts
-from scripts.gpu_report import (
+from scripts.benchmarks.speed import sentence_texts
+from scripts.benchmarks.gpu_report import (
     CARD_16GB_USABLE_BYTES,
     DOC_MODES,
     GIB,
@@ -33,7 +33,7 @@ from scripts.gpu_report import (
     run_folder,
     training_problems,
 )
-from scripts.train import TRAIN_LOG_NAME, PreflightError, check_gpu
+from scripts.workflow.train import TRAIN_LOG_NAME, PreflightError, check_gpu
 from tests.conftest import (
     FIXTURE_CONLL_DIR,
     PACKAGE,
@@ -124,7 +124,7 @@ def wheel_entities(site: Path, texts_file: Path, gpu_id: int) -> list[list[list[
     output = texts_file.with_name(f"entities_gpu{gpu_id}.json")
     env = {key: value for key, value in gpu_env().items() if key != "SPACY_CONFIG_OVERRIDES"}
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_DIR)])
-    command = [sys.executable, "-m", "scripts.gpu_report", "entities", PACKAGE, str(texts_file), str(output)]
+    command = [sys.executable, "-m", "scripts.benchmarks.gpu_report", "entities", PACKAGE, str(texts_file), str(output)]
     run([*command, "--gpu-id", str(gpu_id)], PROJECT_DIR, env)
     return json.loads(output.read_text())
 

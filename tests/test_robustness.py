@@ -108,7 +108,7 @@ def test_news_text_in_one_case(nlp: Language, text: str):
 def test_unpaired_surrogate_raises_instead_of_annotating(nlp: Language):
     """Not valid Unicode (only JSON escapes such as "\\ud800" make one): the tokenizer refuses it.
 
-    scripts/annotate.py therefore skips such lines, with their line number.
+    scripts/tools/annotate.py therefore skips such lines, with their line number.
     """
     with pytest.raises(UnicodeEncodeError):
         nlp("Germany \ud800 France")

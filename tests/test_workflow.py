@@ -217,7 +217,7 @@ def test_wheel_pipe_with_two_processes_by_default(wheel_python: Path, tmp_path):
 
 
 def test_spacy_evaluate_on_model_best(workflow: WorkflowRun, tmp_path):
-    """spaCy's own CLI on the folder the workflow wrote, no --code: the same F1 as scripts/evaluate.py."""
+    """spaCy's own CLI on the folder the workflow wrote, no --code: the same F1 as scripts/workflow/evaluate.py."""
     scores = tmp_path / "scores.json"
     output = run(
         [sys.executable, "-m", "spacy", "evaluate", "training/model-best", "corpus/test.spacy", "--output", scores],

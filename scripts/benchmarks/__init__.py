@@ -1,0 +1,1 @@
+"""The benchmarks and the GPU check: one harness, each benchmark's configurations in one table."""

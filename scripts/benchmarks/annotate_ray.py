@@ -1,0 +1,205 @@
+"""Bulk annotation speed: single-process nlp.pipe beside the Ray engine with 1 and 2 local workers.
+
+The CoNLL test sentences, repeated to --sentences rows, are written as JSONL with an id. Each
+configuration runs in a fresh process: nlp.pipe over the texts (after loading and one warm-up
+batch: the steady speed of one process), then scripts.tools.annotate_ray end to end, from starting Ray
+to the published output, with 1 worker of all the cores and with 2 workers of one core each.
+Ray's fixed cost, measured on a tiny input of the same kind, is the part of a run that does not
+grow with the input (Ray's start, the actors loading the pipeline, the read-check-write passes);
+words/s after it is the rate that multiplies with workers on a cluster. Writes the JSON and a
+Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from wasabi import msg
+
+from scripts.tools.annotate import AnnotateError, load_pipeline
+from scripts.tools.annotate_ray import WorkerOptions, annotate_with_ray, ray_cluster
+from scripts.lib.atomic import write_text_atomic
+from scripts.benchmarks.speed import machine_description, sentence_texts
+from scripts.workflow.evaluate import md_table
+
+# (name, workers, CPUs per worker): on 2 cores, one actor with 2 torch threads or two with one each.
+RAY_CONFIGURATIONS = (("ray_1_worker", 1, 2.0), ("ray_2_workers", 2, 1.0))
+FIXED_COST_ROWS = 64
+WARM_UP_TEXTS = 64
+
+
+def repeated_texts(texts: list[str], count: int) -> list[str]:
+    return [texts[i % len(texts)] for i in range(count)]
+
+
+def write_jsonl(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i, text in enumerate(texts)), "utf-8")
+
+
+def words(texts: list[str]) -> int:
+    """CoNLL words: the texts are the corpus tokens joined by spaces."""
+    return sum(len(text.split()) for text in texts)
+
+
+def measure_pipe(model: str, texts: list[str], threads: int) -> dict[str, Any]:
+    """Runs in its own process: load, one warm-up batch, then nlp.pipe over every text."""
+    import torch
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    nlp = load_pipeline(model)
+    loaded = time.perf_counter()
+    for _ in nlp.pipe(texts[:WARM_UP_TEXTS]):
+        pass
+    piped = time.perf_counter()
+    for _ in nlp.pipe(texts):
+        pass
+    seconds = time.perf_counter() - piped
+    return {"load_seconds": loaded - started, "seconds": seconds, "words_per_second": words(texts) / seconds}
+
+
+def measure_ray(
+    model: str, source: Path, output: Path, options: WorkerOptions, object_store_mb: int | None
+) -> dict[str, Any]:
+    """Runs in its own process: Ray started, the whole run, Ray stopped; wall time of all of it."""
+    started = time.perf_counter()
+    with ray_cluster(None, options, object_store_mb):
+        summary = annotate_with_ray(model, str(source), str(output), options=options)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": summary.rows, "entities": summary.entities}
+
+
+def in_fresh_process(function, *args):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def benchmark(
+    model: str, texts: list[str], threads: int, batch_size: int, folder: Path, object_store_mb: int | None = None
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    source, tiny = folder / "input.jsonl", folder / "tiny.jsonl"
+    write_jsonl(source, texts)
+    write_jsonl(tiny, texts[:FIXED_COST_ROWS])
+    n_words = words(texts)
+    msg.info(f"nlp.pipe, one process, {threads} torch threads: {len(texts):,} texts, {n_words:,} words")
+    pipe = in_fresh_process(measure_pipe, model, texts, threads)
+    msg.text(f"  {pipe['words_per_second']:,.0f} words/s")
+    runs: dict[str, Any] = {}
+    for name, workers, cpus in RAY_CONFIGURATIONS:
+        options = WorkerOptions(workers=workers, cpus_per_worker=cpus, batch_size=batch_size)
+        msg.info(f"{name}: fixed cost on {FIXED_COST_ROWS} rows, then {len(texts):,} rows")
+        fixed = in_fresh_process(measure_ray, model, tiny, folder / f"{name}_tiny", options, object_store_mb)
+        full = in_fresh_process(measure_ray, model, source, folder / name, options, object_store_mb)
+        if full["rows"] != len(texts):
+            raise AnnotateError(f"{name} wrote {full['rows']:,} rows for {len(texts):,} input rows")
+        # On an input too small (or a machine too busy) for the difference to be positive there is no steady rate.
+        steady_seconds = full["seconds"] - fixed["seconds"]
+        steady = n_words / steady_seconds if steady_seconds > 0 else None
+        runs[name] = {
+            "workers": workers,
+            "cpus_per_worker": cpus,
+            "fixed_seconds": fixed["seconds"],
+            "seconds": full["seconds"],
+            "words_per_second": n_words / full["seconds"],
+            "words_per_second_after_fixed_cost": steady,
+            "words_per_second_per_worker": steady / workers if steady else None,
+            "entities": full["entities"],
+        }
+        msg.text(
+            f"  {runs[name]['words_per_second']:,.0f} words/s end to end in {full['seconds']:,.0f} s; "
+            f"fixed cost {fixed['seconds']:,.1f} s"
+        )
+    return {
+        "pipe": pipe,
+        "runs": runs,
+        "n_texts": len(texts),
+        "n_words": n_words,
+        "threads": threads,
+        "batch_size": batch_size,
+        "model": model,
+        "machine": machine_description(),
+        # The 1-minute load average before and after: other work on the machine slows every figure.
+        "load_average": [load_before, os.getloadavg()[0]],
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    pipe = result["pipe"]
+    rows = [
+        [
+            f"`nlp.pipe`, one process, {result['threads']} torch threads",
+            f"{pipe['words_per_second']:,.0f}",
+            f"{pipe['load_seconds']:,.1f} (loading)",
+            "",
+            "",
+        ]
+    ]
+    for name, run in result["runs"].items():
+        rows.append(
+            [
+                f"Ray local, {run['workers']} worker{'s' if run['workers'] > 1 else ''} x "
+                f"{run['cpus_per_worker']:g} CPU (`{name}`)",
+                f"{run['words_per_second']:,.0f}",
+                f"{run['fixed_seconds']:,.1f}",
+                number(run["words_per_second_after_fixed_cost"]),
+                f"{run['seconds']:,.0f}",
+            ]
+        )
+    header = ["configuration", "words/s end to end", "fixed cost s", "words/s after the fixed cost", "wall s"]
+    before, after = result["load_average"]
+    text = (
+        f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words) as JSONL, model "
+        f"`{result['model']}`, Ray batches of {result['batch_size']} rows; {result['machine']}; "
+        f"load average {before:.1f} before, {after:.1f} after.\n\n" + md_table(header, rows) + "\n"
+    )
+    steady_runs = [run for run in result["runs"].values() if run["words_per_second_per_worker"]]
+    if not steady_runs:
+        return text
+    best = max(steady_runs, key=lambda run: run["words_per_second_after_fixed_cost"])
+    per_worker = best["words_per_second_per_worker"]
+    return text + (
+        f"\nPer worker of {best['cpus_per_worker']:g} CPU: {per_worker:,.0f} words/s after the fixed cost. "
+        f"A cluster of N such workers: about N x {per_worker:,.0f} words/s plus the fixed cost once, "
+        f"e.g. 32 workers: {32 * per_worker:,.0f} words/s, 1 billion words in "
+        f"{1e9 / (32 * per_worker) / 3600:,.1f} h.\n"
+    )
+
+
+def number(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "n/a"
+
+
+def main(
+    model: str = typer.Argument(..., help="Packaged pipeline (en_bert_ner) or pipeline folder"),
+    test_docbin: Path = typer.Argument(..., help="corpus/test.spacy: the texts"),
+    output: Path = typer.Argument(..., help="metrics/benchmark_ray.json (and .md beside it)"),
+    sentences: int = typer.Option(50_000, min=1, help="Rows: the test sentences repeated to this many"),
+    threads: int = typer.Option(2, min=1, help="torch threads of the single process (the cores)"),
+    batch_size: int = typer.Option(2048, min=1, help="Rows per Ray actor call (the CPU model's nlp.batch_size)"),
+    object_store_mb: int = typer.Option(None, help="Ray's object store in MB (default: Ray's)"),
+) -> None:
+    if not test_docbin.is_file():
+        msg.fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
+        raise typer.Exit(1)
+    texts = repeated_texts(sentence_texts(test_docbin), sentences)
+    try:
+        with tempfile.TemporaryDirectory(prefix="benchmark_ray_") as folder:
+            result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb)
+    except AnnotateError as err:
+        msg.fail("Benchmark failed", str(err))
+        raise typer.Exit(1) from None
+    write_text_atomic(output, json.dumps(result, indent=2) + "\n")
+    write_text_atomic(output.with_suffix(".md"), markdown(result))
+    msg.good(f"Wrote {output} and its .md")
+
+
+if __name__ == "__main__":
+    typer.run(main)

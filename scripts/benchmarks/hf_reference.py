@@ -1,0 +1,182 @@
+"""The Hugging Face Trainer recipe that this project is measured against.
+
+The token-classification notebook recipe: AutoModelForTokenClassification on the
+encoder, every sub-token labelled with its word's tag (-100 only on special
+tokens), learning rate 2e-5, batch 16, 3 epochs, weight decay 0.01, linear
+schedule, `transformers.Trainer`. Scored like our pipeline: seqeval on word-level
+tags (each word's first sub-token), strict IOB2 and default mode.
+It reads the same DocBins as the spaCy pipeline, so both see the same sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from spacy.tokens import DocBin
+from spacy.vocab import Vocab
+from wasabi import msg
+
+from scripts.lib.atomic import write_text_atomic
+from scripts.workflow.corpus import LABELS
+from scripts.workflow.evaluate import score_iob2, sentence_iob2_tags
+from scripts.workflow.train import PreflightError, resolve_encoder
+
+TAGS = ["O"] + [f"{prefix}-{label}" for label in LABELS for prefix in "BI"]
+IGNORED = -100  # the label index the loss skips
+
+
+class ReferenceError(Exception):
+    """A missing input: the message names it and the fix."""
+
+
+@dataclass
+class Recipe:
+    learning_rate: float = 2e-5
+    batch_size: int = 16
+    epochs: float = 3.0
+    weight_decay: float = 0.01
+    seed: int = 0
+    # 0: every sentence; tests train on a slice.
+    max_train_sentences: int = 0
+
+
+def read_sentences(path: Path, limit: int = 0) -> tuple[list[list[str]], list[list[str]]]:
+    """Words and IOB2 tags per gold sentence of a DocBin (document-mode Docs are split)."""
+    if not path.is_file():
+        raise ReferenceError(f"{path}: no such DocBin. Build the corpus with `spacy project run corpus`.")
+    words, tags = [], []
+    for doc in DocBin().from_disk(path).get_docs(Vocab()):
+        for sentence, sentence_tags in zip(doc.sents, sentence_iob2_tags(doc), strict=True):
+            words.append([token.text for token in sentence])
+            tags.append(sentence_tags)
+    return (words[:limit], tags[:limit]) if limit else (words, tags)
+
+
+def align_labels(word_ids: list[int | None], word_tags: list[str]) -> list[int]:
+    """Each sub-token gets its word's tag; special tokens (no word) are ignored by the loss."""
+    return [IGNORED if word is None else TAGS.index(word_tags[word]) for word in word_ids]
+
+
+def first_subtoken_tags(word_ids: list[int | None], predicted: list[int], n_words: int) -> list[str]:
+    """Word-level tags from the prediction on each word's first sub-token; cut-off words get O."""
+    tags = ["O"] * n_words
+    seen = set()
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in seen:
+            seen.add(word)
+            tags[word] = TAGS[predicted[position]]
+    return tags
+
+
+def encode(tokenizer: Any, words: list[list[str]], tags: list[list[str]]) -> list[dict[str, Any]]:
+    encoded = tokenizer(words, is_split_into_words=True, truncation=True)
+    return [
+        {
+            "input_ids": encoded["input_ids"][i],
+            "attention_mask": encoded["attention_mask"][i],
+            "labels": align_labels(encoded.word_ids(i), tags[i]),
+        }
+        for i in range(len(words))
+    ]
+
+
+def predict_tags(trainer: Any, tokenizer: Any, words: list[list[str]], tags: list[list[str]]) -> list[list[str]]:
+    import numpy
+
+    output = trainer.predict(encode(tokenizer, words, tags))
+    predicted = numpy.argmax(output.predictions, axis=-1)
+    encoded = tokenizer(words, is_split_into_words=True, truncation=True)
+    return [first_subtoken_tags(encoded.word_ids(i), predicted[i].tolist(), len(words[i])) for i in range(len(words))]
+
+
+def train_reference(
+    encoder: str, corpus_dir: Path, output_dir: Path, recipe: Recipe, gpu_id: int = -1
+) -> dict[str, Any]:
+    """Train and score the recipe; the model and tokenizer go to output_dir/model."""
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+    )
+
+    splits = {split: read_sentences(corpus_dir / f"{split}.spacy") for split in ("dev", "test")}
+    train_words, train_tags = read_sentences(corpus_dir / "train.spacy", recipe.max_train_sentences)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    model = AutoModelForTokenClassification.from_pretrained(
+        encoder, num_labels=len(TAGS), id2label=dict(enumerate(TAGS)), label2id={t: i for i, t in enumerate(TAGS)}
+    )
+    arguments = TrainingArguments(
+        output_dir=str(output_dir / "trainer"),
+        learning_rate=recipe.learning_rate,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=32,
+        num_train_epochs=recipe.epochs,
+        weight_decay=recipe.weight_decay,
+        lr_scheduler_type="linear",
+        seed=recipe.seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=100,
+        use_cpu=gpu_id < 0,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=encode(tokenizer, train_words, train_tags),
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    trainer.save_model(str(output_dir / "model"))
+    tokenizer.save_pretrained(str(output_dir / "model"))
+    results: dict[str, Any] = {
+        "recipe": vars(recipe),
+        "encoder": encoder,
+        "train_sentences": len(train_words),
+        "train_seconds": train_seconds,
+        "train_words_per_second": sum(map(len, train_words)) * recipe.epochs / train_seconds,
+    }
+    for split, (words, tags) in splits.items():
+        predicted = predict_tags(trainer, tokenizer, words, tags)
+        results[split] = {
+            "seqeval_strict": score_iob2(tags, predicted, strict=True),
+            "seqeval_default": score_iob2(tags, predicted, strict=False),
+            "n_sentences": len(words),
+        }
+    return results
+
+
+def main(
+    encoder: str = typer.Argument(..., help="Encoder folder or HF name (the same one the spaCy pipeline uses)"),
+    corpus_dir: Path = typer.Argument(..., help="Folder with train.spacy, dev.spacy, test.spacy"),
+    output_dir: Path = typer.Argument(..., help="Where the model and reference.json go"),
+    epochs: float = typer.Option(3.0, help="Training epochs (the recipe: 3)"),
+    max_train_sentences: int = typer.Option(0, help="Train on the first N sentences only (0: all)"),
+    model_revision: str = typer.Option("", help="Hub commit of the encoder when it is a hub name"),
+    gpu_id: int = typer.Option(-1, help="CUDA device, -1 for the CPU"),
+) -> None:
+    recipe = Recipe(epochs=epochs, max_train_sentences=max_train_sentences)
+    try:
+        results = train_reference(resolve_encoder(encoder, model_revision), corpus_dir, output_dir, recipe, gpu_id)
+    except (ReferenceError, PreflightError) as err:
+        msg.fail("Cannot run the reference recipe", str(err))
+        sys.exit(1)
+    write_text_atomic(output_dir / "reference.json", json.dumps(results, indent=2) + "\n")
+    msg.good(
+        f"Reference recipe: test F1 {100 * results['test']['seqeval_strict']['f1']:.2f} (strict), "
+        f"trained in {results['train_seconds'] / 60:.1f} min"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,1 @@
+"""Helpers the other rooms share: atomic writes, pipeline loading (and later scoring, reports, preflight checks)."""

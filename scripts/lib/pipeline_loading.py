@@ -1,0 +1,116 @@
+"""Loading a trained pipeline, a folder or an installed package, for the project's CLIs.
+
+scripts.workflow.evaluate, scripts.tools.annotate and scripts.benchmarks.speed load pipelines through
+`load_pipeline`: one place for the load options (the device, the encoder's backend) and for the
+errors that say how to get a pipeline when there is none.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+
+import spacy
+from spacy.language import Language
+
+from scripts.components.encoder_backend import BACKENDS, FACTORY, LEGACY_FACTORY, TORCH, TORCH_INT8, EncoderBackendError
+
+# The --backend choices of the CLIs (typer lists and checks them).
+Backend = Enum("Backend", {backend: backend for backend in BACKENDS}, type=str)
+
+
+class PipelineLoadError(Exception):
+    """No pipeline could be loaded: the message says how to get one, or which option to change."""
+
+
+def chosen_backend(backend: str, int8: bool) -> str:
+    """The backend of the CLIs' --backend and its older shorthand --int8 (= --backend torch-int8)."""
+    backend = getattr(backend, "value", backend)
+    if int8 and backend not in (TORCH, TORCH_INT8):
+        raise PipelineLoadError(f"--int8 means --backend {TORCH_INT8}, but --backend is {backend}: give only one.")
+    return TORCH_INT8 if int8 else backend
+
+
+def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH) -> Language:
+    """A pipeline from a folder or an installed package; PipelineLoadError says how to get one.
+
+    backend: what runs the encoder (scripts.components.encoder_backend): torch, torch-int8, onnx or onnx-int8;
+    all but torch run on the CPU only.
+    """
+    backend = getattr(backend, "value", backend)
+    if backend not in BACKENDS:
+        raise PipelineLoadError(f"Unknown backend {backend!r}: use one of {', '.join(BACKENDS)}.")
+    if gpu_id >= 0 and backend != TORCH:
+        raise PipelineLoadError(
+            f"Backend {backend} runs on the CPU only, and GPU {gpu_id} was asked for. On a GPU use --backend "
+            f"{TORCH} (fp16 through mixed precision); for {backend} pass --gpu-id -1."
+        )
+    if gpu_id >= 0:
+        try:
+            spacy.require_gpu(gpu_id)
+        except Exception as err:  # thinc raises ValueError without cupy, CUDA errors for a bad id
+            raise PipelineLoadError(
+                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda13x]"`) '
+                "or pass --gpu-id -1 to run on the CPU."
+            ) from None
+    how_to_get_one = (
+        "Train a pipeline first (`spacy project run train`) and pass its folder, e.g. training/model-best, "
+        "or build and install the wheel (`spacy project run package`, then "
+        "`pip install packages/en_bert_ner-<version>/dist/en_bert_ner-<version>-py3-none-any.whl`) "
+        "and pass the package name, en_bert_ner."
+    )
+    path = Path(model)
+    names_a_path = path.exists() or "/" in model or os.sep in model or model.startswith(".")
+    if names_a_path and not path.is_dir():
+        raise PipelineLoadError(f"No pipeline at {model}: there is no such folder. {how_to_get_one}")
+    if names_a_path and not (path / "config.cfg").is_file():
+        raise PipelineLoadError(
+            f"{model} is a folder but not a spaCy pipeline: it has no config.cfg. Pass a pipeline folder "
+            "such as training/model-best (not the training folder above it)."
+        )
+    try:
+        overrides = backend_overrides(model, path if names_a_path else None, backend)
+        nlp = spacy.load(model, config=overrides)
+    except OSError as err:
+        if "[E050]" not in str(err):  # E050: neither a folder nor an installed package
+            raise
+        raise PipelineLoadError(
+            f"Can't find the pipeline '{model}': it is neither a folder nor an installed Python package. "
+            f"{how_to_get_one}"
+        ) from None
+    except EncoderBackendError as err:
+        raise PipelineLoadError(str(err)) from None
+    return nlp
+
+
+def backend_overrides(model: str, folder: Path | None, backend: str) -> dict[str, str]:
+    """The config override that asks the pipeline's backend component for `backend`.
+
+    Pipelines trained before the encoder_backend component carry encoder_int8, which takes the same
+    setting; those trained before either have no way to change the backend.
+    """
+    if backend == TORCH:
+        return {}
+    config = spacy.util.load_config((folder or installed_pipeline_folder(model)) / "config.cfg")
+    names = [name for name, block in config["components"].items() if block.get("factory") in (FACTORY, LEGACY_FACTORY)]
+    if not names:
+        raise PipelineLoadError(
+            f"{model} has no {FACTORY} component (nor the older {LEGACY_FACTORY}), so it has no backend option: "
+            f"it was trained before the option existed. Retrain with the project's configs, or load it with "
+            f"--backend {TORCH}."
+        )
+    return {f"components.{names[0]}.backend": backend}
+
+
+def installed_pipeline_folder(package: str) -> Path:
+    """The folder with config.cfg inside an installed pipeline package (OSError E050 when there is no such package)."""
+    if not spacy.util.is_package(package):
+        raise OSError(f"[E050] Can't find model '{package}'.")
+    root = spacy.util.get_package_path(package)
+    if (root / "config.cfg").is_file():
+        return root
+    inner = [child for child in root.iterdir() if (child / "config.cfg").is_file()]
+    if len(inner) != 1:
+        raise PipelineLoadError(f"The package {package} at {root} holds no single pipeline folder with a config.cfg.")
+    return inner[0]

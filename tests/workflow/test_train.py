@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+from scripts.workflow.train import (
+    MIXED_PRECISION_SETTING,
+    PreflightError,
+    check_gpu,
+    resolve_encoder,
+    training_overrides,
+)
+from tests.conftest import PROJECT_DIR
+
+
+def test_no_cupy_stops_with_the_three_ways_out(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy now raises ImportError
+    with pytest.raises(PreflightError) as error:
+        check_gpu(0)
+    for hint in ("cupy is not installed", "[cuda13x]", "[cuda12x]", "--vars.gpu_id -1", "spacy project run demo"):
+        assert hint in str(error.value)
+
+
+def test_cpu_needs_no_gpu_check(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    check_gpu(-1)
+
+
+def test_local_encoder_folder_is_used_as_is(tiny_bert):
+    assert resolve_encoder(str(tiny_bert), "some-revision") == str(tiny_bert)
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(PreflightError, match="no config.json in this folder"):
+        resolve_encoder(str(tmp_path))
+
+
+def test_uncached_hub_name_offline_suggests_a_local_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(PreflightError) as error:
+        resolve_encoder("no-such-org/no-such-encoder", "0123abc")
+    message = str(error.value)
+    assert "no-such-org/no-such-encoder" in message and "0123abc" in message
+    assert "--vars.model /path/to/encoder" in message
+
+
+def test_mixed_precision_is_switched_off_on_cpu_only():
+    assert training_overrides("enc", -1, {})[MIXED_PRECISION_SETTING] is False
+    assert MIXED_PRECISION_SETTING not in training_overrides("enc", 0, {})
+    overrides = training_overrides("enc", 0, {"training.max_steps": 5}, Path("out/train_log.jsonl"))
+    assert overrides == {
+        "components.transformer.model.name": "enc",
+        "training.logger.output_file": "out/train_log.jsonl",
+        "training.max_steps": 5,
+    }
+
+
+def cuda_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--gpu-id", "0"], "gpu_id is 0"),
+        (["--model", "/nonexistent/encoder-folder", "--gpu-id", "-1"], "no such folder"),
+        (["--model", "no-such-org/no-such-encoder", "--gpu-id", "-1"], "cannot be fetched from the hub"),
+    ],
+    ids=["gpu-without-cuda", "missing-folder", "unknown-hub-name"],
+)
+def test_cli_stops_before_training(tmp_path, arguments, expected):
+    if arguments == ["--gpu-id", "0"] and cuda_available():
+        pytest.skip("this machine has a usable GPU")
+    env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.workflow.train", "configs/bert_ner.cfg", str(tmp_path / "out"), *arguments],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Cannot start training" in result.stdout and expected in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cpu_build_of_torch_beside_cupy_is_caught(monkeypatch):
+    """cupy sees a GPU but torch cannot use it: training would fail later, inside the allocator."""
+    import torch
+
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PreflightError) as error:
+        check_gpu(0)
+    message = str(error.value)
+    assert "cupy sees 1 CUDA device(s), but torch" in message and "CUDA build of torch" in message
