@@ -22,18 +22,18 @@ from typing import Any
 
 import pytest
 
-from scripts.benchmarks.speed import sentence_texts
 from scripts.benchmarks.gpu_report import (
     CARD_16GB_USABLE_BYTES,
     DOC_MODES,
     GIB,
     entity_agreement,
     peak_gpu_bytes,
-    read_train_log,
     run_folder,
     training_problems,
 )
-from scripts.workflow.train import TRAIN_LOG_NAME, PreflightError, check_gpu
+from scripts.benchmarks.speed import sentence_texts
+from scripts.lib.preflight import PreflightError, check_gpu
+from scripts.lib.training_run import TRAIN_LOG_NAME, read_train_log
 from tests.conftest import (
     FIXTURE_CONLL_DIR,
     PACKAGE,

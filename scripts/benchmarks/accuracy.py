@@ -8,7 +8,6 @@ Writes metrics/benchmark_accuracy.json and a Markdown table beside it.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,49 +15,9 @@ import typer
 from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
-from scripts.benchmarks.speed import machine_description
-from scripts.workflow.evaluate import md_table, percent
-from scripts.workflow.train import TRAIN_LOG_NAME, TRAIN_STATS_NAME
-
-
-class BenchmarkError(Exception):
-    """A missing input: the message names it and the command that makes it."""
-
-
-def read_json(path: Path, made_by: str) -> Any:
-    if not path.is_file():
-        raise BenchmarkError(f"{path}: no such file. It is made by `{made_by}`.")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def f1_by_split(scores: dict[str, Any]) -> dict[str, float]:
-    """dev/test F1 in both seqeval modes, from results keyed by split (metrics JSON or reference.json)."""
-    return {
-        f"{split}_f1_{mode}": scores[split][f"seqeval_{mode}"]["f1"]
-        for split in ("dev", "test")
-        for mode in ("strict", "default")
-    }
-
-
-def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
-    stats = read_json(training_dir / TRAIN_STATS_NAME, "spacy project run train")
-    log_path = training_dir / TRAIN_LOG_NAME
-    if not log_path.is_file():
-        raise BenchmarkError(f"{log_path}: no such file. It is made by `spacy project run train`.")
-    last = json.loads(log_path.read_text(encoding="utf-8").splitlines()[-1])
-    scores = {
-        split: read_json(metrics_dir / f"{split}.json", "spacy project run evaluate") for split in ("dev", "test")
-    }
-    return {
-        **f1_by_split(scores),
-        # Initialisation and dev evaluations included: the recipe's figure has neither.
-        "train_seconds": stats["seconds"],
-        # Words seen over the seconds of the training loop (spaCy's clock starts after initialisation).
-        "train_words_per_second": last["words"] / last["seconds"] if last["seconds"] else None,
-        "train_steps": last["step"],
-        "train_words": last["words"],
-        "train_epochs_started": last["epoch"] + 1,
-    }
+from scripts.lib.cli import fail
+from scripts.lib.reports import machine_description, md_table, percent
+from scripts.lib.training_run import TrainingRunError, f1_by_split, read_json, spacy_side
 
 
 def reference_side(reference: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +30,9 @@ def reference_side(reference: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare(reference_path: Path, training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
-    reference = read_json(reference_path, "python -m scripts.benchmarks.hf_reference ENCODER corpus training/hf_reference")
+    reference = read_json(
+        reference_path, "python -m scripts.benchmarks.hf_reference ENCODER corpus training/hf_reference"
+    )
     ours, theirs = spacy_side(training_dir, metrics_dir), reference_side(reference)
     return {
         "spacy": ours,
@@ -114,9 +75,8 @@ def main(
 ) -> None:
     try:
         result = compare(reference, training_dir, metrics_dir)
-    except BenchmarkError as err:
-        msg.fail("Cannot compare", str(err))
-        sys.exit(1)
+    except TrainingRunError as err:
+        fail("Cannot compare", str(err))
     write_text_atomic(output, json.dumps(result, indent=2) + "\n")
     write_text_atomic(output.with_suffix(".md"), markdown(result))
     msg.good(f"Wrote {output}: test F1 {100 * result['test_f1_strict_gain']:+.2f} points vs the HF recipe")

@@ -23,11 +23,13 @@ from typing import Any
 import typer
 from wasabi import msg
 
-from scripts.tools.annotate import AnnotateError, load_pipeline
-from scripts.tools.annotate_ray import WorkerOptions, annotate_with_ray, ray_cluster
+from scripts.benchmarks.speed import sentence_texts
 from scripts.lib.atomic import write_text_atomic
-from scripts.benchmarks.speed import machine_description, sentence_texts
-from scripts.workflow.evaluate import md_table
+from scripts.lib.cli import fail
+from scripts.lib.pipeline_loading import load_pipeline
+from scripts.lib.reports import machine_description, md_table
+from scripts.tools.annotation import AnnotateError
+from scripts.tools.ray_annotation import WorkerOptions, annotate_with_ray, ray_cluster
 
 # (name, workers, CPUs per worker): on 2 cores, one actor with 2 torch threads or two with one each.
 RAY_CONFIGURATIONS = (("ray_1_worker", 1, 2.0), ("ray_2_workers", 2, 1.0))
@@ -187,15 +189,13 @@ def main(
     object_store_mb: int = typer.Option(None, help="Ray's object store in MB (default: Ray's)"),
 ) -> None:
     if not test_docbin.is_file():
-        msg.fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
-        raise typer.Exit(1)
+        fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
     texts = repeated_texts(sentence_texts(test_docbin), sentences)
     try:
         with tempfile.TemporaryDirectory(prefix="benchmark_ray_") as folder:
             result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb)
     except AnnotateError as err:
-        msg.fail("Benchmark failed", str(err))
-        raise typer.Exit(1) from None
+        fail("Benchmark failed", str(err))
     write_text_atomic(output, json.dumps(result, indent=2) + "\n")
     write_text_atomic(output.with_suffix(".md"), markdown(result))
     msg.good(f"Wrote {output} and its .md")

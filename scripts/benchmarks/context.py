@@ -25,10 +25,10 @@ import typer
 from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
-from scripts.benchmarks.accuracy import spacy_side
-from scripts.benchmarks.speed import machine_description
-from scripts.workflow.corpus import CorpusError, DocMode, convert
-from scripts.workflow.evaluate import md_table, percent
+from scripts.lib.cli import fail
+from scripts.lib.conll import CorpusError, DocMode, convert
+from scripts.lib.reports import machine_description, md_table, percent
+from scripts.lib.training_run import spacy_side
 
 VARIANTS = ("sentence", "document", "flert")
 # Test F1 gain over sentence mode, and training time ratio, that make context the default (issue 13).
@@ -84,12 +84,28 @@ def train_and_score(
     """Train one model and score it; the scores are also written to run_dir/scores.json."""
     python = sys.executable
     training = run_dir / "training"
-    train = [python, "-m", "scripts.workflow.train", str(config), str(training), "--model", model, "--gpu-id", str(gpu_id)]
+    train = [
+        python,
+        "-m",
+        "scripts.workflow.train",
+        str(config),
+        str(training),
+        "--model",
+        model,
+        "--gpu-id",
+        str(gpu_id),
+    ]
     train += ["--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy")]
     train += ["--system.seed", str(seed), *overrides]
     run_step(train, run_dir / "train.log")
     for split in ("dev", "test"):
-        evaluate = [python, "-m", "scripts.workflow.evaluate", str(training / "model-best"), str(corpus / f"{split}.spacy")]
+        evaluate = [
+            python,
+            "-m",
+            "scripts.workflow.evaluate",
+            str(training / "model-best"),
+            str(corpus / f"{split}.spacy"),
+        ]
         evaluate += [str(run_dir / "metrics"), "--split", split, "--gpu-id", str(gpu_id), "--worst", "0"]
         run_step(evaluate, run_dir / f"evaluate_{split}.log")
     side = spacy_side(training, run_dir / "metrics")
@@ -176,8 +192,7 @@ def main(
     try:
         corpora = make_corpora(work_dir, conll_dir, {v.doc_mode for v in chosen})
     except CorpusError as err:
-        msg.fail("Cannot write the corpora", str(err))
-        sys.exit(1)
+        fail("Cannot write the corpora", str(err))
     runs = []
     for seed in seed_list:
         for each in chosen:
@@ -193,8 +208,7 @@ def main(
                         run_dir, corpora[each.doc_mode], config, model, seed, each.overrides, gpu_id
                     )
                 except RunError as err:
-                    msg.fail(f"{run_dir.name} failed", str(err))
-                    sys.exit(1)
+                    fail(f"{run_dir.name} failed", str(err))
             msg.good(
                 f"{run_dir.name}: test F1 {percent(scores['test_f1_strict'])}, dev {percent(scores['dev_f1_strict'])}, "
                 f"{scores['train_seconds'] / 60:.1f} min"

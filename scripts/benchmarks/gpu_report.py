@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,10 @@ import typer
 from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
-from scripts.workflow.evaluate import md_table
-from scripts.workflow.train import TRAIN_LOG_NAME, PreflightError, check_gpu
+from scripts.lib.cli import fail
+from scripts.lib.preflight import PreflightError, check_gpu
+from scripts.lib.reports import md_table
+from scripts.lib.training_run import TRAIN_LOG_NAME, read_train_log
 
 GIB = 1024**3
 # What a "16 GB" card offers a process: a T4 or V100-16GB shows 15,360 MiB (15 GiB) in
@@ -41,10 +42,6 @@ CHECK_TABLE_NAME = "gpu_check.md"
 
 
 # --- the training log -----------------------------------------------------------------
-
-
-def read_train_log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def per_step_losses(log: Sequence[dict[str, Any]], component: str) -> list[float]:
@@ -89,7 +86,7 @@ def training_problems(
 
 
 def grad_scaler_problems(log: Sequence[dict[str, Any]]) -> list[str]:
-    """The fp16 gradient scaler's counts (scripts/components/training_logger.py) over the run and over its last interval."""
+    """The fp16 gradient scaler's counts (scripts/components/training_logger.py), over the run and its last interval."""
     if "grad_scaler" not in log[-1]:
         return ["no fp16 gradient scaler in the log: mixed precision is off, or the logger did not find it"]
     previous, last = log[-2].get("grad_scaler", {"updates": 0, "skipped": 0}), log[-1]["grad_scaler"]
@@ -212,8 +209,7 @@ def preflight(gpu_id: int = typer.Option(0, help="The CUDA device the check will
     try:
         check_gpu(gpu_id)
     except PreflightError as err:
-        msg.fail("make gpu-check needs a usable CUDA device", str(err))
-        sys.exit(1)
+        fail("make gpu-check needs a usable CUDA device", str(err))
     msg.good(f"GPU {gpu_id}: {gpu_name()}")
 
 
@@ -237,8 +233,7 @@ def report(check_dir: Path = typer.Argument(..., help="GPU_CHECK_DIR of the GPU 
         if (path := run_folder(check_dir, doc_mode) / "training" / TRAIN_LOG_NAME).is_file()
     }
     if not logs:
-        msg.fail(f"No training log under {check_dir}", "Run the GPU tests with GPU_CHECK_DIR set (`make gpu-check`).")
-        sys.exit(1)
+        fail(f"No training log under {check_dir}", "Run the GPU tests with GPU_CHECK_DIR set (`make gpu-check`).")
     speed_path = run_folder(check_dir, "sentence") / "metrics" / "benchmark_speed.json"
     speed = json.loads(speed_path.read_text(encoding="utf-8")) if speed_path.is_file() else None
     text = f"GPU check on {gpu_name()}\n\n" + check_table(logs, speed)

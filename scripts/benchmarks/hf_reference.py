@@ -11,7 +11,6 @@ It reads the same DocBins as the spaCy pipeline, so both see the same sentences.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,10 @@ from spacy.vocab import Vocab
 from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
-from scripts.workflow.corpus import LABELS
-from scripts.workflow.evaluate import score_iob2, sentence_iob2_tags
-from scripts.workflow.train import PreflightError, resolve_encoder
+from scripts.lib.cli import fail
+from scripts.lib.conll import LABELS
+from scripts.lib.preflight import PreflightError, resolve_encoder
+from scripts.lib.scoring import score_iob2, sentence_iob2_tags
 
 TAGS = ["O"] + [f"{prefix}-{label}" for label in LABELS for prefix in "BI"]
 IGNORED = -100  # the label index the loss skips
@@ -169,8 +169,7 @@ def main(
     try:
         results = train_reference(resolve_encoder(encoder, model_revision), corpus_dir, output_dir, recipe, gpu_id)
     except (ReferenceError, PreflightError) as err:
-        msg.fail("Cannot run the reference recipe", str(err))
-        sys.exit(1)
+        fail("Cannot run the reference recipe", str(err))
     write_text_atomic(output_dir / "reference.json", json.dumps(results, indent=2) + "\n")
     msg.good(
         f"Reference recipe: test F1 {100 * results['test']['seqeval_strict']['f1']:.2f} (strict), "

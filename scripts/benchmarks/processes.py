@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,11 +27,12 @@ import typer
 from spacy.language import Language
 from wasabi import msg
 
-from scripts.tools.annotate import annotate
+from scripts.benchmarks.speed import sentence_texts
 from scripts.lib.atomic import write_text_atomic
-from scripts.benchmarks.speed import machine_description, sentence_texts
-from scripts.workflow.evaluate import md_table
+from scripts.lib.cli import fail
 from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.lib.reports import machine_description, md_table
+from scripts.tools.annotation import annotate
 
 # name: (what it runs, worker processes, start method)
 CONFIGURATIONS: dict[str, tuple[str, int, str]] = {
@@ -194,13 +194,11 @@ def main(
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
 ) -> None:
     if not test_docbin.is_file():
-        msg.fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
-        sys.exit(1)
+        fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
     try:
         load_pipeline(model)  # fails fast, with the fix, before any process starts
     except PipelineLoadError as err:
-        msg.fail("Cannot load the spaCy pipeline", str(err))
-        sys.exit(1)
+        fail("Cannot load the spaCy pipeline", str(err))
     results = benchmark(model, sentence_texts(test_docbin, limit), repetitions, threads, batch_size)
     write_text_atomic(output, json.dumps(results, indent=2) + "\n")
     write_text_atomic(output.with_suffix(".md"), markdown(results))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import platform
 import resource
 import statistics
 import sys
@@ -31,7 +30,6 @@ from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 from wasabi import msg
 
-from scripts.lib.atomic import write_text_atomic
 from scripts.components.encoder_backend import (
     ONNX,
     ONNX_INT8,
@@ -43,9 +41,12 @@ from scripts.components.encoder_backend import (
     quantize_linear_int8,
     require_onnx_packages,
 )
-from scripts.workflow.evaluate import EvaluationError, evaluate, load_gold_docs, md_table, percent
+from scripts.lib.atomic import write_text_atomic
+from scripts.lib.cli import fail
 from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
-from scripts.workflow.train import PreflightError, resolve_encoder
+from scripts.lib.preflight import PreflightError, resolve_encoder
+from scripts.lib.reports import machine_description, md_table, percent
+from scripts.lib.scoring import EvaluationError, evaluate, load_gold_docs
 
 ENCODER_BATCH = 32
 
@@ -215,15 +216,6 @@ def benchmark(
     }
 
 
-def machine_description() -> str:
-    """CPU model (Linux), core count and platform: the speeds mean little without them."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line for line in lines if line.startswith("model name")]
-    cpu = names[0].split(":", 1)[1].strip() if names else platform.machine()
-    return f"{cpu}, {multiprocessing.cpu_count()} CPU cores, {platform.platform()}"
-
-
 def reference_test_f1(path: Path | None) -> float | None:
     if path is None or not path.is_file():
         return None
@@ -285,16 +277,16 @@ def main(
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
     model_revision: str = typer.Option("", help="Hub commit of the encoder when it is a hub name"),
     gpu_id: int = typer.Option(-1, help="CUDA device, -1 for the CPU"),
-    reference: Path = typer.Option(None, help="reference.json of scripts.benchmarks.hf_reference: the HF model's test F1"),
+    reference: Path = typer.Option(
+        None, help="reference.json of scripts.benchmarks.hf_reference: the HF model's test F1"
+    ),
 ) -> None:
     if not test_docbin.is_file():
-        msg.fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
-        sys.exit(1)
+        fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
     try:
         encoder = resolve_encoder(encoder, model_revision)
     except PreflightError as err:
-        msg.fail("Cannot load the encoder", str(err))
-        sys.exit(1)
+        fail("Cannot load the encoder", str(err))
     options = {
         "spacy_model": spacy_model,
         "hf_model": hf_model,
@@ -306,8 +298,7 @@ def main(
         texts = sentence_texts(test_docbin, limit)
         results = benchmark(options, texts, repetitions, threads, reference_test_f1(reference))
     except (EvaluationError, PipelineLoadError) as err:
-        msg.fail("Cannot load the spaCy pipeline", str(err))
-        sys.exit(1)
+        fail("Cannot load the spaCy pipeline", str(err))
     write_text_atomic(output, json.dumps(results, indent=2) + "\n")
     write_text_atomic(output.with_suffix(".md"), markdown(results))
     msg.good(

@@ -1,1 +1,4 @@
-"""What spaCy registers and the packaged wheel ships: the encoder_backend component, the training reader and batcher, the training logger."""
+"""What spaCy registers and the packaged wheel ships.
+
+The encoder_backend component, the training reader and batcher, the training logger.
+"""

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import os
 from enum import Enum
+from collections.abc import Sequence
 from pathlib import Path
 
 import spacy
+import typer
 from spacy.language import Language
 
 from scripts.components.encoder_backend import BACKENDS, FACTORY, LEGACY_FACTORY, TORCH, TORCH_INT8, EncoderBackendError
 
 # The --backend choices of the CLIs (typer lists and checks them).
 Backend = Enum("Backend", {backend: backend for backend in BACKENDS}, type=str)
+# The options of every CLI that loads the pipeline; pass both through chosen_backend.
+BACKEND_OPTION = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only")
+INT8_OPTION = typer.Option(False, "--int8", help=f"The same as --backend {TORCH_INT8}")
 
 
 class PipelineLoadError(Exception):
@@ -32,11 +37,11 @@ def chosen_backend(backend: str, int8: bool) -> str:
     return TORCH_INT8 if int8 else backend
 
 
-def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH) -> Language:
+def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH, needs: Sequence[str] = ()) -> Language:
     """A pipeline from a folder or an installed package; PipelineLoadError says how to get one.
 
     backend: what runs the encoder (scripts.components.encoder_backend): torch, torch-int8, onnx or onnx-int8;
-    all but torch run on the CPU only.
+    all but torch run on the CPU only. needs: components the caller cannot work without (e.g. ner).
     """
     backend = getattr(backend, "value", backend)
     if backend not in BACKENDS:
@@ -54,37 +59,56 @@ def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH) -> Languag
                 f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda13x]"`) '
                 "or pass --gpu-id -1 to run on the CPU."
             ) from None
-    how_to_get_one = (
-        "Train a pipeline first (`spacy project run train`) and pass its folder, e.g. training/model-best, "
-        "or build and install the wheel (`spacy project run package`, then "
-        "`pip install packages/en_bert_ner-<version>/dist/en_bert_ner-<version>-py3-none-any.whl`) "
-        "and pass the package name, en_bert_ner."
-    )
-    path = Path(model)
-    names_a_path = path.exists() or "/" in model or os.sep in model or model.startswith(".")
-    if names_a_path and not path.is_dir():
-        raise PipelineLoadError(f"No pipeline at {model}: there is no such folder. {how_to_get_one}")
-    if names_a_path and not (path / "config.cfg").is_file():
-        raise PipelineLoadError(
-            f"{model} is a folder but not a spaCy pipeline: it has no config.cfg. Pass a pipeline folder "
-            "such as training/model-best (not the training folder above it)."
-        )
     try:
-        overrides = backend_overrides(model, path if names_a_path else None, backend)
-        nlp = spacy.load(model, config=overrides)
-    except OSError as err:
-        if "[E050]" not in str(err):  # E050: neither a folder nor an installed package
-            raise
-        raise PipelineLoadError(
-            f"Can't find the pipeline '{model}': it is neither a folder nor an installed Python package. "
-            f"{how_to_get_one}"
-        ) from None
+        location = pipeline_location(model)
+        nlp = spacy.load(location, config=backend_overrides(model, location, backend))
     except EncoderBackendError as err:
         raise PipelineLoadError(str(err)) from None
+    missing = [name for name in needs if name not in nlp.pipe_names]
+    if missing:
+        raise PipelineLoadError(
+            f"The model {model!r} has no {' or '.join(missing)} component (pipeline: {', '.join(nlp.pipe_names)})."
+        )
     return nlp
 
 
-def backend_overrides(model: str, folder: Path | None, backend: str) -> dict[str, str]:
+HOW_TO_GET_ONE = (
+    "Train a pipeline first (`spacy project run train`) and pass its folder, e.g. training/model-best, "
+    "or build and install the wheel (`spacy project run package`, then "
+    "`pip install packages/en_bert_ner-<version>/dist/en_bert_ner-<version>-py3-none-any.whl`) "
+    "and pass the package name, en_bert_ner."
+)
+
+
+def pipeline_location(model: str) -> str | Path:
+    """What spacy.load takes for MODEL: a pipeline folder, or an installed package's name.
+
+    The folder pip installed a package into (meta.json, the pipeline one level down) means the
+    pipeline inside it. PipelineLoadError, with how to get a pipeline, when MODEL names none.
+    """
+    path = Path(model)
+    names_a_path = path.exists() or "/" in model or os.sep in model or model.startswith(".")
+    if not names_a_path:
+        if not spacy.util.is_package(model):
+            raise PipelineLoadError(
+                f"Can't find the pipeline '{model}': it is neither a folder nor an installed Python package. "
+                f"{HOW_TO_GET_ONE}"
+            )
+        return model
+    if not path.is_dir():
+        raise PipelineLoadError(f"No pipeline at {model}: there is no such folder. {HOW_TO_GET_ONE}")
+    if (path / "config.cfg").is_file():
+        return path
+    inner = [child for child in path.iterdir() if (child / "config.cfg").is_file()]
+    if (path / "meta.json").is_file() and len(inner) == 1:
+        return inner[0]
+    raise PipelineLoadError(
+        f"{model} is a folder but not a spaCy pipeline: it has no config.cfg. Pass a pipeline folder "
+        "such as training/model-best (not the training folder above it)."
+    )
+
+
+def backend_overrides(model: str, location: str | Path, backend: str) -> dict[str, str]:
     """The config override that asks the pipeline's backend component for `backend`.
 
     Pipelines trained before the encoder_backend component carry encoder_int8, which takes the same
@@ -92,7 +116,8 @@ def backend_overrides(model: str, folder: Path | None, backend: str) -> dict[str
     """
     if backend == TORCH:
         return {}
-    config = spacy.util.load_config((folder or installed_pipeline_folder(model)) / "config.cfg")
+    folder = location if isinstance(location, Path) else installed_pipeline_folder(location)
+    config = spacy.util.load_config(folder / "config.cfg")
     names = [name for name, block in config["components"].items() if block.get("factory") in (FACTORY, LEGACY_FACTORY)]
     if not names:
         raise PipelineLoadError(
@@ -104,9 +129,7 @@ def backend_overrides(model: str, folder: Path | None, backend: str) -> dict[str
 
 
 def installed_pipeline_folder(package: str) -> Path:
-    """The folder with config.cfg inside an installed pipeline package (OSError E050 when there is no such package)."""
-    if not spacy.util.is_package(package):
-        raise OSError(f"[E050] Can't find model '{package}'.")
+    """The folder with config.cfg inside an installed pipeline package."""
     root = spacy.util.get_package_path(package)
     if (root / "config.cfg").is_file():
         return root

@@ -7,11 +7,12 @@ so nothing is fetched from the Hugging Face hub.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import typer
 from wasabi import msg
+
+from scripts.lib.cli import fail
 
 # Sentence-transformers pooling files: not part of the BERT encoder spaCy loads.
 ENCODER_FILES = (
@@ -47,8 +48,7 @@ def main(output_dir: Path = typer.Argument(..., help="Folder to write the encode
     try:
         export_encoder(output_dir)
     except FileNotFoundError as err:
-        msg.fail("Cannot export the CPU encoder", str(err))
-        sys.exit(1)
+        fail("Cannot export the CPU encoder", str(err))
     msg.good(f"Exported all-MiniLM-L6-v2 to {output_dir}")
 
 

@@ -7,7 +7,6 @@ percentages), so the card carries the seqeval test scores of scripts/evaluate.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import typer
 from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
+from scripts.lib.cli import fail
 
 
 class MetaError(Exception):
@@ -73,8 +73,7 @@ def main(
     try:
         meta = build_package_meta(base_meta, metrics)
     except MetaError as err:
-        msg.fail("Cannot build the package meta", str(err))
-        sys.exit(1)
+        fail("Cannot build the package meta", str(err))
     write_text_atomic(output, json.dumps(meta, indent=2) + "\n")
     msg.good(f"Wrote {output} (test F1 {meta['performance']['ents_f']:.4f})")
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.benchmarks.accuracy import BenchmarkError, compare, markdown
+from scripts.benchmarks.accuracy import compare, markdown
+from scripts.lib.training_run import TrainingRunError
 
 
 def scores(f1: float) -> dict:
@@ -55,7 +56,9 @@ def test_compare_reads_both_sides(runs: Path):
 
 def test_missing_inputs_name_the_command(runs: Path):
     (runs / "training" / "train_stats.json").unlink()
-    with pytest.raises(BenchmarkError, match="train_stats.json: no such file. It is made by `spacy project run train`"):
+    with pytest.raises(
+        TrainingRunError, match="train_stats.json: no such file. It is made by `spacy project run train`"
+    ):
         compare(runs / "hf" / "reference.json", runs / "training", runs / "metrics")
-    with pytest.raises(BenchmarkError, match="scripts.benchmarks.hf_reference"):
+    with pytest.raises(TrainingRunError, match="scripts.benchmarks.hf_reference"):
         compare(runs / "nowhere.json", runs / "training", runs / "metrics")

@@ -33,7 +33,12 @@ def scaler(updates: int, skipped: int, scale: float = 2.0**15) -> dict:
 def gpu_report(*arguments: str, hide_cupy: bool = False) -> subprocess.CompletedProcess:
     """`python -m scripts.benchmarks.gpu_report ARGUMENTS` from the project folder."""
     hide = "sys.modules['cupy'] = None; " if hide_cupy else ""
-    command = [sys.executable, "-c", f"import sys; {hide}from scripts.benchmarks.gpu_report import app; app()", *arguments]
+    command = [
+        sys.executable,
+        "-c",
+        f"import sys; {hide}from scripts.benchmarks.gpu_report import app; app()",
+        *arguments,
+    ]
     return subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
 
 

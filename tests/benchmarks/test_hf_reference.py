@@ -4,8 +4,8 @@ import json
 import sys
 from pathlib import Path
 
-from scripts.workflow.corpus import convert
 from scripts.benchmarks.hf_reference import IGNORED, TAGS, align_labels, first_subtoken_tags
+from scripts.lib.conll import convert
 from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, run
 
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_DIR, WorkflowRun, run
 from tests.benchmarks.test_hf_reference import train_reference_on_fixture
+from tests.conftest import PROJECT_DIR, WorkflowRun, run
 
 pytestmark = pytest.mark.slow
 

@@ -295,8 +295,8 @@ def test_evaluate_and_annotate_take_the_backend(workflow: WorkflowRun, tmp_path)
     source = tmp_path / "in.txt"
     source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     output = run(
-        [sys.executable, "-m", "scripts.tools.annotate", str(workflow.model_best), str(source), str(tmp_path / "out.jsonl"),
-         "--backend", "onnx"],
+        [sys.executable, "-m", "scripts.tools.annotate", str(workflow.model_best), str(source)]
+        + [str(tmp_path / "out.jsonl"), "--backend", "onnx"],
         PROJECT_DIR,
     )  # fmt: skip
     assert f"annotated {len(TEXTS)}, skipped 0" in output

@@ -6,7 +6,13 @@ from types import SimpleNamespace
 
 import spacy
 
-from scripts.components.training_logger import LOGGER_NAME, SkippedStepCounter, enabled_grad_scalers, gpu_memory, log_record
+from scripts.components.training_logger import (
+    LOGGER_NAME,
+    SkippedStepCounter,
+    enabled_grad_scalers,
+    gpu_memory,
+    log_record,
+)
 
 
 def info(step: int, words: int, seconds: int) -> dict:

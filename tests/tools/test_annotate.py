@@ -20,14 +20,14 @@ import pytest
 import spacy
 from spacy.language import Language
 
-from scripts.tools.annotate import (
+from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.tools.annotation import (
     AnnotateError,
     AnnotationCounts,
     InputFormat,
     SkippedLine,
     annotate,
     detect_format,
-    load_pipeline,
     numbered_lines,
     write_error,
 )
@@ -273,7 +273,7 @@ def test_model_as_installed_package_folder(installed_model: str):
 
 
 def test_unknown_model_names_the_fix():
-    with pytest.raises(AnnotateError, match="neither a folder nor an installed Python package") as raised:
+    with pytest.raises(PipelineLoadError, match="neither a folder nor an installed Python package") as raised:
         load_pipeline("no_such_pipeline_xyz")
     assert "no_such_pipeline_xyz" in str(raised.value)
 

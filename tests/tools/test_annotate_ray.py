@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 import spacy
 
-from scripts.tools.annotate import AnnotateError, annotate
-from scripts.tools.annotate_ray import (
+from scripts.tools.annotation import AnnotateError, annotate
+from scripts.tools.ray_annotation import (
     ERRORS_FOLDER,
     SUCCESS_FILE,
     EntityPredictor,
@@ -308,7 +308,7 @@ def test_cli_reports_counts_and_bad_rows(site_dir: Path, tmp_path: Path):
 def test_a_missing_model_is_named_before_ray_starts(tmp_path: Path):
     with pytest.raises(AnnotateError, match="Can't find the pipeline 'no_such_pipeline_xyz'"):
         check_model_here("no_such_pipeline_xyz")
-    with pytest.raises(AnnotateError, match="neither a pipeline folder"):
+    with pytest.raises(AnnotateError, match="is a folder but not a spaCy pipeline"):
         check_model_here(str(tmp_path))
 
 

@@ -11,7 +11,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from scripts.workflow.corpus import (
+from scripts.lib.conll import (
     HF_SPLIT_NAMES,
     SPLITS,
     CorpusError,
@@ -22,7 +22,7 @@ from scripts.workflow.corpus import (
     read_conll_dir,
     tags_to_spans,
 )
-from scripts.workflow.evaluate import sentence_iob2_tags
+from scripts.lib.scoring import sentence_iob2_tags
 from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, flat
 
 HF_TAG_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
@@ -156,7 +156,14 @@ def test_bad_split_leaves_no_docbin_behind(tmp_path):
 
 def test_cli_reports_errors_without_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.workflow.corpus", str(tmp_path / "out"), "--conll-dir", str(tmp_path / "nowhere")],
+        [
+            sys.executable,
+            "-m",
+            "scripts.workflow.corpus",
+            str(tmp_path / "out"),
+            "--conll-dir",
+            str(tmp_path / "nowhere"),
+        ],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,

@@ -16,20 +16,19 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
-from scripts.workflow.corpus import DocMode, make_docs, read_conll, tags_to_spans, write_docbin
-from scripts.workflow.evaluate import (
+from scripts.lib.conll import DocMode, make_docs, read_conll, tags_to_spans, write_docbin
+from scripts.lib.scoring import (
     ERROR_KINDS,
     EvaluationError,
     SentencePair,
     analyse_errors,
-    app,
     evaluate,
     load_gold_docs,
     pair_sentences,
-    run_evaluation,
     score_iob2,
     sentence_iob2_tags,
 )
+from scripts.workflow.evaluate import app, run_evaluation
 from tests.conftest import PROJECT_DIR, flat
 
 # Two documents, four sentences, seven gold entities: PER 3, LOC 2, ORG 1, MISC 1.

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from scripts.workflow.train import (
-    MIXED_PRECISION_SETTING,
-    PreflightError,
-    check_gpu,
-    resolve_encoder,
-    training_overrides,
-)
+from scripts.lib.preflight import PreflightError, check_gpu, resolve_encoder
+from scripts.workflow.train import MIXED_PRECISION_SETTING, training_overrides
 from tests.conftest import PROJECT_DIR
 
 

@@ -1,0 +1,43 @@
+"""Reports the workflow and the benchmarks write: numbers as text, Markdown tables, the machine a figure comes from."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scripts.lib.atomic import write_text_atomic
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}"
+
+
+def md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] | None = None) -> str:
+    """A Markdown table; `numeric` columns (by default all but the first) are right-aligned."""
+    numeric = range(1, len(header)) if numeric is None else numeric
+    aligns = ["--:" if i in numeric else "---" for i in range(len(header))]
+    lines = [header, aligns, *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def machine_description() -> str:
+    """CPU model (Linux), core count and platform: the speeds mean little without them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line for line in lines if line.startswith("model name")]
+    cpu = names[0].split(":", 1)[1].strip() if names else platform.machine()
+    return f"{cpu}, {multiprocessing.cpu_count()} CPU cores, {platform.platform()}"
+
+
+def write_json_and_markdown(output: Path, result: dict[str, Any], markdown: str) -> None:
+    """The result as JSON at `output` and its Markdown beside it (same name, .md), each written atomically."""
+    write_text_atomic(output, json.dumps(result, indent=2) + "\n")
+    write_text_atomic(output.with_suffix(".md"), markdown)
