@@ -8,8 +8,8 @@ errors that say how to get a pipeline when there is none.
 from __future__ import annotations
 
 import os
-from enum import Enum
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 
 import spacy
