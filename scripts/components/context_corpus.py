@@ -14,8 +14,8 @@ sentences of 14 words and chunks of 120 alike. It sorts a buffer by length, as
 `spacy.batch_by_padded.v1` does, so that a batch carries little padding, but it counts words, not
 padded positions, so that both modes take steps of the same number of words.
 
-Both are registered as spaCy entry points (pyproject.toml), so `spacy train` and `spacy debug
-config` find them without `--code`.
+Both are registered where they are defined and named by spaCy entry points (pyproject.toml), so
+`spacy train` and `spacy debug config` find them without `--code`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from pathlib import Path
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
-from spacy.util import minibatch
+from spacy.util import minibatch, registry
 
+READER_NAME = "en_bert_ner.ContextCorpus.v1"
+BATCHER_NAME = "en_bert_ner.batch_by_words_sorted.v1"
 Chunk = tuple[int, int]  # token start and end in the document
 
 
@@ -110,10 +112,11 @@ class ContextCorpus:
                 return
 
 
+@registry.readers(READER_NAME)
 def create_context_corpus(
     path: Path, max_tokens: int = 128, context_tokens: int = 0, limit: int = 0
 ) -> Callable[[Language], Iterable[Example]]:
-    """Entry point `en_bert_ner.ContextCorpus.v1` (spaCy readers registry)."""
+    """The config's `@readers = "en_bert_ner.ContextCorpus.v1"`."""
     return ContextCorpus(path, max_tokens, context_tokens, limit)
 
 
@@ -139,8 +142,9 @@ def batch_by_words_sorted(items: Iterable[Example], size: int, buffer: int) -> I
         yield from batches
 
 
+@registry.batchers(BATCHER_NAME)
 def create_batch_by_words_sorted(size: int, buffer: int = 256) -> Batcher:
-    """Entry point `en_bert_ner.batch_by_words_sorted.v1` (spaCy batchers registry)."""
+    """The config's `@batchers = "en_bert_ner.batch_by_words_sorted.v1"`."""
     if size < 1 or buffer < 1:
         raise ContextCorpusError(
             f"batch_by_words_sorted needs size ({size}) and buffer ({buffer}) of 1 or more: "

@@ -41,7 +41,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -450,12 +450,36 @@ class EncoderBackend:
         return b""
 
 
+def factory(name: str, default_config: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`@Language.factory`, for a file that may load twice in one process.
+
+    The project registers this file through its spacy_factories entry points, and `spacy package
+    --code` ships a copy inside the wheel (en_bert_ner.encoder_backend). Where the project and the
+    wheel are installed together, the second copy to load finds the factory taken, which spaCy
+    refuses for a function from another file (E004): as the code is the same, it leaves the first.
+    """
+
+    def register(function: Callable[..., Any]) -> Callable[..., Any]:
+        if Language.has_factory(name):
+            return function
+        return Language.factory(name, default_config=default_config)(function)
+
+    return register
+
+
+SHARED_DEFAULTS = {"transformer": "transformer", "keep_fp32": [], "cache_dir": ""}
+# The copy of this file that registers the factories also makes the process fork-safe (at the end of the file).
+FIRST_COPY_IN_PROCESS = not Language.has_factory(FACTORY)
+
+
+@factory(FACTORY, default_config={"backend": TORCH, **SHARED_DEFAULTS})
 def make_encoder_backend(
     nlp: Language, name: str, backend: str, transformer: str, keep_fp32: list[str], cache_dir: str
 ) -> EncoderBackend:
     return EncoderBackend(nlp, name, backend, transformer, keep_fp32, cache_dir)
 
 
+@factory(LEGACY_FACTORY, default_config={"enabled": False, "backend": TORCH, **SHARED_DEFAULTS})
 def make_encoder_int8(
     nlp: Language, name: str, enabled: bool, transformer: str, keep_fp32: list[str], backend: str, cache_dir: str
 ) -> EncoderBackend:
@@ -516,15 +540,5 @@ def install_fork_handlers() -> None:
     )
 
 
-SHARED_DEFAULTS = {"transformer": "transformer", "keep_fp32": [], "cache_dir": ""}
-
-# This file is imported both as scripts.components.encoder_backend (the project) and from inside the installed
-# wheel; registering the same factory twice from two files is an error in spaCy, so the first wins.
-if not Language.has_factory(FACTORY) and not Language.has_factory(LEGACY_FACTORY):
+if FIRST_COPY_IN_PROCESS:
     install_fork_handlers()
-if not Language.has_factory(FACTORY):
-    Language.factory(FACTORY, default_config={"backend": TORCH, **SHARED_DEFAULTS})(make_encoder_backend)
-if not Language.has_factory(LEGACY_FACTORY):
-    Language.factory(LEGACY_FACTORY, default_config={"enabled": False, "backend": TORCH, **SHARED_DEFAULTS})(
-        make_encoder_int8
-    )

@@ -1,7 +1,7 @@
 """spaCy's console logger, plus a JSONL log that keeps the words and seconds spaCy's own leaves out.
 
 The configs name it as `[training.logger] @loggers = "en_bert_ner.TrainingLogger.v1"`;
-scripts/workflow/train.py imports this module so that `spacy train` finds it. One line per
+the spacy_loggers entry point (pyproject.toml) lets `spacy train` find it. One line per
 evaluation: epoch, step, words seen, seconds since training started (evaluations
 included), losses, the scores in score_weights and the weighted score. The benchmarks
 read training words per second from it.
