@@ -1,4 +1,4 @@
-"""The layout's rules: no CLI module imports another, the shipped component stands alone, JSON-only benchmarks skip torch."""
+"""The layout's rules: no CLI imports another CLI, the shipped component stands alone, no torch for JSON readers."""
 
 from __future__ import annotations
 

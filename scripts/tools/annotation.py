@@ -10,10 +10,9 @@ from __future__ import annotations
 import errno
 import itertools
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any, BinaryIO
 from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
+
+from scripts.lib.atomic import atomic_stream, temporary_path
 
 STDIO = "-"
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -284,55 +285,52 @@ class OutputFile:
         return write_error(self.path, err)
 
 
-def create_temporary(path: Path) -> tuple[Path, BinaryIO]:
-    """A new temporary file next to OUTPUT (same folder: the final rename stays on one file system)."""
-    if path.is_dir():
-        raise AnnotateError(f"OUTPUT {path} is a folder: give a file name, e.g. {path / 'entities.jsonl'}.")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return temporary, temporary.open("wb")
-    except OSError as err:
-        raise write_error(path, err) from None
-
-
 def check_output_writable(output_path: str) -> None:
     """Stop before the model loads (seconds to minutes) when OUTPUT cannot be written."""
     if output_path == STDIO:
         return
-    temporary, stream = create_temporary(Path(output_path))
-    stream.close()
-    temporary.unlink()
+    path = checked_output_path(output_path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary_path(path).open("wb").close()
+        temporary_path(path).unlink()
+    except OSError as err:
+        raise write_error(path, err) from None
+
+
+def checked_output_path(output_path: str) -> Path:
+    path = Path(output_path)
+    if path.is_dir():
+        raise AnnotateError(f"OUTPUT {path} is a folder: give a file name, e.g. {path / 'entities.jsonl'}.")
+    return path
 
 
 @contextmanager
 def atomic_output(output_path: str) -> Iterator[OutputFile]:
-    """OUTPUT through a temporary file in its folder, renamed over OUTPUT only once everything is written.
+    """OUTPUT written through scripts.lib.atomic: renamed over OUTPUT only once everything is written.
 
-    A failed or interrupted run removes the temporary file and leaves OUTPUT as it was. fsync
-    before the rename, so that a power cut cannot leave a renamed but empty file.
+    A failed or interrupted run removes the temporary file and leaves OUTPUT as it was. An OSError of
+    the file itself becomes an AnnotateError that names the path and the fix; one from the block is
+    the block's own and goes through as it is.
     """
     if output_path == STDIO:
         stdout = OutputFile(sys.stdout.buffer, None)
         yield stdout
         stdout.flush()
         return
-    path = Path(output_path)
-    temporary, stream = create_temporary(path)
+    path = checked_output_path(output_path)
+    block_failed = False
     try:
-        yield OutputFile(stream, path)
-        try:
-            stream.flush()
-            os.fsync(stream.fileno())
-            stream.close()
-            os.replace(temporary, path)
-        except OSError as err:
-            raise write_error(path, err) from None
-    finally:
-        if not stream.closed:
-            with suppress(OSError):  # the run failed already: that error is the one to report
-                stream.close()
-        temporary.unlink(missing_ok=True)
+        with atomic_stream(path) as stream:
+            try:
+                yield OutputFile(stream, path)
+            except BaseException:
+                block_failed = True
+                raise
+    except OSError as err:
+        if block_failed:
+            raise
+        raise write_error(path, err) from None
 
 
 def entity_records(doc: Doc) -> list[dict[str, Any]]:
