@@ -95,11 +95,28 @@ PACKAGE = "en_bert_ner"
 VERSION = "0.0.1"
 LABELS = {"PER", "ORG", "LOC", "MISC"}
 # 200 updates with warmup and decay scaled to them: about a minute on 2 cores.
-SHORT_SCHEDULE = (
-    "--training.max_steps 200 --training.eval_frequency 100 --training.patience 0 "
-    "--training.optimizer.learn_rate.warmup_steps 20 --training.optimizer.learn_rate.total_steps 200 "
-    "--training.optimizer.learn_rate.initial_rate 0.001 --training.logger.progress_bar false"
-)
+SHORT_SETTINGS = {
+    "training.max_steps": 200,
+    "training.eval_frequency": 100,
+    "training.patience": 0,
+    "training.optimizer.learn_rate.warmup_steps": 20,
+    "training.optimizer.learn_rate.total_steps": 200,
+    "training.optimizer.learn_rate.initial_rate": 0.001,
+    "training.logger.progress_bar": "false",
+}
+
+
+def as_train_overrides(settings: dict[str, object]) -> str:
+    """Settings as the project var train_overrides takes them: `section.key=value` pairs."""
+    return " ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def as_spacy_flags(settings: dict[str, object]) -> str:
+    """Settings as spaCy's own `--section.key value` arguments (spacy train, SPACY_CONFIG_OVERRIDES)."""
+    return " ".join(f"--{key} {value}" for key, value in settings.items())
+
+
+SHORT_SCHEDULE = as_spacy_flags(SHORT_SETTINGS)
 GENERATED = ("corpus", "training", "metrics", "packages", "assets", "project.lock", "gpu-check")
 
 
@@ -137,7 +154,15 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
-def workflow_command(project: Path, encoder: Path, conll_dir: Path, *extra: str, gpu_id: int = -1) -> list[str]:
+def workflow_command(
+    project: Path,
+    encoder: Path,
+    conll_dir: Path,
+    *extra: str,
+    gpu_id: int = -1,
+    settings: dict[str, object] = SHORT_SETTINGS,
+) -> list[str]:
+    """`spacy project run all` as a user types it, with a short schedule through the project var train_overrides."""
     return [
         sys.executable,
         "-m",
@@ -154,12 +179,15 @@ def workflow_command(project: Path, encoder: Path, conll_dir: Path, *extra: str,
         str(conll_dir),
         "--vars.version",
         VERSION,
+        "--vars.train_overrides",
+        as_train_overrides(settings),
         *extra,
     ]
 
 
 def workflow_env() -> dict[str, str]:
-    return {**os.environ, "SPACY_CONFIG_OVERRIDES": SHORT_SCHEDULE}
+    """The user's environment, without SPACY_CONFIG_OVERRIDES: the workflow's settings come through its vars."""
+    return {key: value for key, value in os.environ.items() if key != "SPACY_CONFIG_OVERRIDES"}
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,10 @@
 """The product's main path on a GPU: bert-base's shape, mixed precision, the PyTorch allocator.
 
 Marked `gpu` and skipped with the reason where no CUDA device is usable (cupy, a CUDA
-build of torch and a device: scripts/workflow/train.py's check_gpu). Offline: the encoder is
+build of torch and a device: scripts/lib/preflight.py's check_gpu). Offline: the encoder is
 bert-base-shaped with random weights (tests/tiny_bert.py), built here in seconds.
 `spacy project run all` runs with configs/bert_ner.cfg unchanged and `--vars.gpu_id 0`;
-only the schedule is cut, through SPACY_CONFIG_OVERRIDES, once per doc_mode.
+only the schedule is cut, through the project var train_overrides, once per doc_mode.
 
 `make gpu-check` sets GPU_CHECK_DIR so that the runs stay there for the speed benchmark
 and the table (scripts/benchmarks/gpu_report.py); otherwise they go to a temporary folder.
@@ -42,6 +42,7 @@ from tests.conftest import (
     missing_real_data,
     run,
     workflow_command,
+    workflow_env,
     workflow_wheel,
 )
 from tests.tiny_bert import BERT_BASE_SHAPE, MAX_WORDPIECES, build_bert_base_shaped
@@ -58,15 +59,19 @@ def cuda_unusable_reason() -> str | None:
 CUDA_UNUSABLE = cuda_unusable_reason()
 needs_cuda = pytest.mark.skipif(CUDA_UNUSABLE is not None, reason=f"no usable CUDA device: {CUDA_UNUSABLE}")
 
-# 300 updates at the config's batch settings (padded batches of 2,000 tokens, 3 sub-batches
-# each). Adam moves a weight by about the learning rate per step: at bert-base-cased's
-# fine-tuning rate of 5e-5, 300 steps move each by 0.015 at most, likely too little for the
-# NER on a random encoder to show learning; the CPU config's 2e-4 gives it four times that.
-GPU_SCHEDULE = (
-    "--training.max_steps 300 --training.eval_frequency 100 --training.patience 0 "
-    "--training.optimizer.learn_rate.warmup_steps 30 --training.optimizer.learn_rate.total_steps 300 "
-    "--training.optimizer.learn_rate.initial_rate 0.0002 --training.logger.progress_bar false"
-)
+# 300 updates at the config's batch settings (steps of up to 1,100 words, one pass each). Adam
+# moves a weight by about the learning rate per step: at bert-base-cased's fine-tuning rate of
+# 5e-5, 300 steps move each by 0.015 at most, likely too little for the NER on a random encoder
+# to show learning; the CPU config's 2e-4 gives it four times that.
+GPU_SCHEDULE = {
+    "training.max_steps": 300,
+    "training.eval_frequency": 100,
+    "training.patience": 0,
+    "training.optimizer.learn_rate.warmup_steps": 30,
+    "training.optimizer.learn_rate.total_steps": 300,
+    "training.optimizer.learn_rate.initial_rate": 0.0002,
+    "training.logger.progress_bar": "false",
+}
 # Sentences of the test split tagged on both devices.
 AGREEMENT_SENTENCES = 300
 # fp16 autocast on the GPU against fp32 on the CPU: a near-tie between two actions can
@@ -78,7 +83,7 @@ MIN_ENTITIES = 10
 
 
 def gpu_env() -> dict[str, str]:
-    return {**os.environ, "SPACY_CONFIG_OVERRIDES": GPU_SCHEDULE, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return {**workflow_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 @dataclass
@@ -110,7 +115,9 @@ def run_workflow(check_dir: Path, doc_mode: str, encoder: Path, conll_dir: Path,
     """`spacy project run all` in a fresh copy of the project under check_dir (gpu_id -1: a CPU dry run)."""
     shutil.rmtree(check_dir / doc_mode, ignore_errors=True)
     project = copy_project(run_folder(check_dir, doc_mode))
-    command = workflow_command(project, encoder, conll_dir, "--vars.doc_mode", doc_mode, gpu_id=gpu_id)
+    command = workflow_command(
+        project, encoder, conll_dir, "--vars.doc_mode", doc_mode, gpu_id=gpu_id, settings=GPU_SCHEDULE
+    )
     return GpuRun(doc_mode, project, conll_dir, run(command, project, gpu_env(), timeout=3600))
 
 
@@ -122,7 +129,7 @@ def gpu_run(request, check_dir: Path, bert_base_encoder: Path, workflow_conll_di
 def wheel_entities(site: Path, texts_file: Path, gpu_id: int) -> list[list[list[Any]]]:
     """The installed wheel's entities, in a fresh process on the GPU (gpu_id 0) or the CPU (-1)."""
     output = texts_file.with_name(f"entities_gpu{gpu_id}.json")
-    env = {key: value for key, value in gpu_env().items() if key != "SPACY_CONFIG_OVERRIDES"}
+    env = gpu_env()
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(PROJECT_DIR)])
     command = [sys.executable, "-m", "scripts.benchmarks.gpu_report", "entities", PACKAGE, str(texts_file), str(output)]
     run([*command, "--gpu-id", str(gpu_id)], PROJECT_DIR, env)

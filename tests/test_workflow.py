@@ -1,7 +1,7 @@
 """The whole workflow, the way a user runs it: `spacy project run all`, then pip install the wheel.
 
 Runs in a temporary copy of the project with a tiny random cased BERT, on the CPU,
-with a short schedule (SPACY_CONFIG_OVERRIDES), on the real corpus where present.
+with a short schedule (the project var train_overrides), on the real corpus where present.
 """
 
 from __future__ import annotations

@@ -403,12 +403,15 @@ class EncoderBackend:
             self.check_cpu(shim)
             try:
                 check_keep_fp32(shim._model, self.keep_fp32)
+            except EncoderBackendError as err:
+                raise EncoderBackendError(f"{self.name}: {err} Fix [components.{self.name}] keep_fp32.") from None
+            try:
                 if self.backend == TORCH_INT8:
                     shim._model = quantize_linear_int8(shim._model, self.keep_fp32)
                 else:
                     shim._model = self.onnx_module(shim)
             except EncoderBackendError as err:
-                raise EncoderBackendError(f"{self.name}: {err} Fix [components.{self.name}] keep_fp32.") from None
+                raise EncoderBackendError(f"{self.name}: {err}") from None
         self.applied = True
 
     def check_cpu(self, shim: Any) -> None:

@@ -56,7 +56,7 @@ def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH, needs: Seq
             spacy.require_gpu(gpu_id)
         except Exception as err:  # thinc raises ValueError without cupy, CUDA errors for a bad id
             raise PipelineLoadError(
-                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[cuda13x]"`) '
+                f'GPU {gpu_id} is not usable ({err}). Install the GPU extra (`pip install -e ".[gpu]"`) '
                 "or pass --gpu-id -1 to run on the CPU."
             ) from None
     try:

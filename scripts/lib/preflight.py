@@ -13,9 +13,9 @@ def check_gpu(gpu_id: int) -> None:
     if gpu_id < 0:
         return
     cpu_hint = (
-        "Install the GPU extra (`pip install -e '.[cuda13x]'`, or '.[cuda12x]' with a CUDA 12 build of torch: "
-        "README, 'Train on your GPU'), or train on the CPU with "
-        "`--vars.gpu_id -1`, or run the CPU workflow: `spacy project run demo`."
+        "Install the GPU extra (`make all EXTRAS=gpu`, or `pip install -e '.[gpu]'`: everything plus cupy's "
+        "[cuda13x] build; '.[cuda12x]' beside a CUDA 12 build of torch: docs/gpu.md), or train on the CPU with "
+        "`--vars.gpu_id -1`, or run the CPU workflow: `make demo` (`spacy project run demo`)."
     )
     try:
         import cupy

@@ -2,8 +2,8 @@
 
 Checks the GPU (cupy and a CUDA device) when one is asked for and the encoder
 (a local folder, or a hub name pinned to a revision, cached or reachable), then calls the
-same function as `spacy train`. Extra `--section.key value` arguments and
-SPACY_CONFIG_OVERRIDES pass through as with `spacy train`.
+same function as `spacy train`. Config settings come as `--overrides 'section.key=value ...'`
+(the project var train_overrides) or as extra `--section.key value` arguments, as with `spacy train`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,23 @@ def training_overrides(model: str, gpu_id: int, extra: dict[str, Any], log_path:
     return overrides
 
 
+def setting_pairs(pairs: str) -> list[str]:
+    """'section.key=value ...' (the project var train_overrides) as spaCy's `--section.key value` arguments.
+
+    A var's value cannot start with `--` (weasel would read it as an option of its own), hence pairs.
+    """
+    arguments = []
+    for pair in pairs.split():
+        key, equals, value = pair.partition("=")
+        if not equals or "." not in key or key.startswith("-"):
+            raise PreflightError(
+                f"--overrides: {pair!r} is not a 'section.key=value' pair. Write e.g. "
+                "'training.max_steps=200 training.optimizer.learn_rate.total_steps=200'."
+            )
+        arguments += [f"--{key}", value]
+    return arguments
+
+
 app = typer.Typer(add_completion=False)
 
 
@@ -50,15 +67,19 @@ def main(
     model: str = typer.Option("bert-base-cased", help="HF encoder name or local folder"),
     model_revision: str = typer.Option("", help="Hub commit hash to pin a hub encoder to (ignored for folders)"),
     gpu_id: int = typer.Option(-1, help="CUDA device, -1 for the CPU"),
+    pairs: str = typer.Option(
+        "", "--overrides", help="Config settings as 'section.key=value' pairs, space-separated (vars.train_overrides)"
+    ),
 ) -> None:
     try:
         check_gpu(gpu_id)
         encoder = resolve_encoder(model, model_revision)
+        extra = parse_config_overrides([*setting_pairs(pairs), *ctx.args])
     except PreflightError as err:
         fail("Cannot start training", str(err))
     msg.info(f"Encoder: {model}" + (f" (snapshot {encoder})" if encoder != model else ""))
     log_path = output_dir / TRAIN_LOG_NAME
-    overrides = training_overrides(encoder, gpu_id, parse_config_overrides(ctx.args), log_path)
+    overrides = training_overrides(encoder, gpu_id, extra, log_path)
     if gpu_id < 0:
         msg.info("Training on the CPU: mixed precision off")
     started = time.perf_counter()

@@ -17,7 +17,7 @@ def test_no_cupy_stops_with_the_three_ways_out(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy now raises ImportError
     with pytest.raises(PreflightError) as error:
         check_gpu(0)
-    for hint in ("cupy is not installed", "[cuda13x]", "[cuda12x]", "--vars.gpu_id -1", "spacy project run demo"):
+    for hint in ("cupy is not installed", "[gpu]", "[cuda12x]", "--vars.gpu_id -1", "make demo"):
         assert hint in str(error.value)
 
 
