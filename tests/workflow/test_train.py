@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import constants
 
 from scripts.lib.preflight import PreflightError, check_gpu, resolve_encoder
-from scripts.workflow.train import MIXED_PRECISION_SETTING, training_overrides
+from scripts.workflow.train import MIXED_PRECISION_SETTING, setting_pairs, training_overrides
 from tests.conftest import PROJECT_DIR
 
 
@@ -105,3 +105,23 @@ def test_a_cpu_build_of_torch_beside_cupy_is_caught(monkeypatch):
         check_gpu(0)
     message = str(error.value)
     assert "cupy sees 1 CUDA device(s), but torch" in message and "CUDA build of torch" in message
+
+
+def test_setting_pairs_become_spacy_arguments():
+    pairs = "training.max_steps=200 training.optimizer.learn_rate.total_steps=200 training.logger.progress_bar=false"
+    assert setting_pairs(pairs) == [
+        "--training.max_steps",
+        "200",
+        "--training.optimizer.learn_rate.total_steps",
+        "200",
+        "--training.logger.progress_bar",
+        "false",
+    ]
+    assert setting_pairs("") == []
+
+
+@pytest.mark.parametrize("bad", ["training.max_steps", "--training.max_steps=5", "max_steps=5"])
+def test_a_bad_setting_pair_names_itself_and_the_form(bad: str):
+    with pytest.raises(PreflightError, match="is not a 'section.key=value' pair") as error:
+        setting_pairs(f"training.patience=0 {bad}")
+    assert repr(bad) in str(error.value)
