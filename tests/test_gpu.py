@@ -31,7 +31,7 @@ from scripts.benchmarks.gpu_report import (
     run_folder,
     training_problems,
 )
-from scripts.benchmarks.speed import sentence_texts
+from scripts.benchmarks.harness import sentence_texts
 from scripts.lib.preflight import PreflightError, check_gpu
 from scripts.lib.training_run import TRAIN_LOG_NAME, read_train_log
 from tests.conftest import (

@@ -7,16 +7,14 @@ Writes metrics/benchmark_accuracy.json and a Markdown table beside it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 from wasabi import msg
 
-from scripts.lib.atomic import write_text_atomic
 from scripts.lib.cli import fail
-from scripts.lib.reports import machine_description, md_table, percent
+from scripts.lib.reports import machine_description, md_table, percent, write_json_and_markdown
 from scripts.lib.training_run import TrainingRunError, f1_by_split, read_json, spacy_side
 
 
@@ -77,8 +75,7 @@ def main(
         result = compare(reference, training_dir, metrics_dir)
     except TrainingRunError as err:
         fail("Cannot compare", str(err))
-    write_text_atomic(output, json.dumps(result, indent=2) + "\n")
-    write_text_atomic(output.with_suffix(".md"), markdown(result))
+    write_json_and_markdown(output, result, markdown(result))
     msg.good(f"Wrote {output}: test F1 {100 * result['test_f1_strict_gain']:+.2f} points vs the HF recipe")
 
 

@@ -13,7 +13,6 @@ Markdown table beside it.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import tempfile
 import time
@@ -23,18 +22,18 @@ from typing import Any
 import typer
 from wasabi import msg
 
-from scripts.benchmarks.speed import sentence_texts
-from scripts.lib.atomic import write_text_atomic
+from scripts.benchmarks import harness
 from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import load_pipeline
-from scripts.lib.reports import machine_description, md_table
+from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
 from scripts.tools.annotation import AnnotateError
 from scripts.tools.ray_annotation import WorkerOptions, annotate_with_ray, ray_cluster
 
 # (name, workers, CPUs per worker): on 2 cores, one actor with 2 torch threads or two with one each.
 RAY_CONFIGURATIONS = (("ray_1_worker", 1, 2.0), ("ray_2_workers", 2, 1.0))
 FIXED_COST_ROWS = 64
-WARM_UP_TEXTS = 64
+# What the fresh processes may raise that main reports with its fix.
+EXPECTED_ERRORS = (AnnotateError, PipelineLoadError)
 
 
 def repeated_texts(texts: list[str], count: int) -> list[str]:
@@ -45,26 +44,17 @@ def write_jsonl(path: Path, texts: list[str]) -> None:
     path.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i, text in enumerate(texts)), "utf-8")
 
 
-def words(texts: list[str]) -> int:
-    """CoNLL words: the texts are the corpus tokens joined by spaces."""
-    return sum(len(text.split()) for text in texts)
-
-
 def measure_pipe(model: str, texts: list[str], threads: int) -> dict[str, Any]:
     """Runs in its own process: load, one warm-up batch, then nlp.pipe over every text."""
-    import torch
+    harness.use_threads(threads)
+    nlp, load_seconds = harness.timed(load_pipeline, model)
 
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
-    nlp = load_pipeline(model)
-    loaded = time.perf_counter()
-    for _ in nlp.pipe(texts[:WARM_UP_TEXTS]):
-        pass
-    piped = time.perf_counter()
-    for _ in nlp.pipe(texts):
-        pass
-    seconds = time.perf_counter() - piped
-    return {"load_seconds": loaded - started, "seconds": seconds, "words_per_second": words(texts) / seconds}
+    def run(batch: list[str]) -> None:
+        for _ in nlp.pipe(batch):
+            pass
+
+    (seconds,) = harness.timed_passes(run, texts, 1)
+    return {"load_seconds": load_seconds, "seconds": seconds, "words_per_second": harness.count_words(texts) / seconds}
 
 
 def measure_ray(
@@ -78,11 +68,6 @@ def measure_ray(
     return {"seconds": seconds, "rows": summary.rows, "entities": summary.entities}
 
 
-def in_fresh_process(function, *args):
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
-
-
 def benchmark(
     model: str, texts: list[str], threads: int, batch_size: int, folder: Path, object_store_mb: int | None = None
 ) -> dict[str, Any]:
@@ -90,16 +75,27 @@ def benchmark(
     source, tiny = folder / "input.jsonl", folder / "tiny.jsonl"
     write_jsonl(source, texts)
     write_jsonl(tiny, texts[:FIXED_COST_ROWS])
-    n_words = words(texts)
+    n_words = harness.count_words(texts)
     msg.info(f"nlp.pipe, one process, {threads} torch threads: {len(texts):,} texts, {n_words:,} words")
-    pipe = in_fresh_process(measure_pipe, model, texts, threads)
+    pipe = harness.in_fresh_process("nlp.pipe", measure_pipe, model, texts, threads, expected=EXPECTED_ERRORS)
     msg.text(f"  {pipe['words_per_second']:,.0f} words/s")
     runs: dict[str, Any] = {}
     for name, workers, cpus in RAY_CONFIGURATIONS:
         options = WorkerOptions(workers=workers, cpus_per_worker=cpus, batch_size=batch_size)
         msg.info(f"{name}: fixed cost on {FIXED_COST_ROWS} rows, then {len(texts):,} rows")
-        fixed = in_fresh_process(measure_ray, model, tiny, folder / f"{name}_tiny", options, object_store_mb)
-        full = in_fresh_process(measure_ray, model, source, folder / name, options, object_store_mb)
+        fixed = harness.in_fresh_process(
+            f"{name}, fixed cost",
+            measure_ray,
+            model,
+            tiny,
+            folder / f"{name}_tiny",
+            options,
+            object_store_mb,
+            expected=EXPECTED_ERRORS,
+        )
+        full = harness.in_fresh_process(
+            name, measure_ray, model, source, folder / name, options, object_store_mb, expected=EXPECTED_ERRORS
+        )
         if full["rows"] != len(texts):
             raise AnnotateError(f"{name} wrote {full['rows']:,} rows for {len(texts):,} input rows")
         # On an input too small (or a machine too busy) for the difference to be positive there is no steady rate.
@@ -188,16 +184,14 @@ def main(
     batch_size: int = typer.Option(2048, min=1, help="Rows per Ray actor call (the CPU model's nlp.batch_size)"),
     object_store_mb: int = typer.Option(None, help="Ray's object store in MB (default: Ray's)"),
 ) -> None:
-    if not test_docbin.is_file():
-        fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
-    texts = repeated_texts(sentence_texts(test_docbin), sentences)
+    harness.require_docbin(test_docbin)
+    texts = repeated_texts(harness.sentence_texts(test_docbin), sentences)
     try:
         with tempfile.TemporaryDirectory(prefix="benchmark_ray_") as folder:
             result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb)
-    except AnnotateError as err:
+    except EXPECTED_ERRORS as err:
         fail("Benchmark failed", str(err))
-    write_text_atomic(output, json.dumps(result, indent=2) + "\n")
-    write_text_atomic(output.with_suffix(".md"), markdown(result))
+    write_json_and_markdown(output, result, markdown(result))
     msg.good(f"Wrote {output} and its .md")
 
 

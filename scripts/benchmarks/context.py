@@ -27,7 +27,7 @@ from wasabi import msg
 from scripts.lib.atomic import write_text_atomic
 from scripts.lib.cli import fail
 from scripts.lib.conll import CorpusError, DocMode, convert
-from scripts.lib.reports import machine_description, md_table, percent
+from scripts.lib.reports import machine_description, md_table, percent, write_json_and_markdown
 from scripts.lib.training_run import spacy_side
 
 VARIANTS = ("sentence", "document", "flert")
@@ -221,8 +221,7 @@ def main(
         "runs": runs,
         "summary": summarize(runs),
     }
-    write_text_atomic(output, json.dumps(result, indent=2) + "\n")
-    write_text_atomic(output.with_suffix(".md"), markdown(result))
+    write_json_and_markdown(output, result, markdown(result))
     msg.good(f"Wrote {output} and {output.with_suffix('.md').name}")
     print(markdown(result))
 

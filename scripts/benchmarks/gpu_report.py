@@ -22,6 +22,7 @@ from typing import Any
 import typer
 from wasabi import msg
 
+from scripts.benchmarks.speed_configurations import BY_NAME as SPEED_CONFIGURATIONS
 from scripts.lib.atomic import write_text_atomic
 from scripts.lib.cli import fail
 from scripts.lib.preflight import PreflightError, check_gpu
@@ -153,13 +154,22 @@ def gib(n_bytes: float | None) -> str:
     return f"{n_bytes / GIB:.2f}" if n_bytes is not None else ""
 
 
-INFERENCE_ROWS = (
-    ("spacy", "spaCy pipeline (this project)"),
-    ("spacy_int8", "spaCy pipeline, int8 encoder option (CPU)"),
-    ("hf_pipeline_bs1", "HF pipeline, batch 1"),
-    ("hf_pipeline_bs32", "HF pipeline, batch 32"),
-    ("encoder_forward", "bare encoder forward, length-sorted batches of 32"),
-    ("encoder_forward_int8", "bare encoder forward, int8 (CPU)"),
+def inference_label(name: str) -> str:
+    """The speed benchmark's row of configuration `name`, which says when it does not run on the GPU."""
+    configuration = SPEED_CONFIGURATIONS[name]
+    return configuration.label if configuration.on_gpu else f"{configuration.label}, on the CPU"
+
+
+INFERENCE_ROWS = tuple(
+    (name, inference_label(name))
+    for name in (
+        "spacy",
+        "spacy_int8",
+        "hf_pipeline_bs1",
+        "hf_pipeline_bs32",
+        "encoder_forward",
+        "encoder_forward_int8",
+    )
 )
 
 

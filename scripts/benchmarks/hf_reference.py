@@ -31,7 +31,7 @@ TAGS = ["O"] + [f"{prefix}-{label}" for label in LABELS for prefix in "BI"]
 IGNORED = -100  # the label index the loss skips
 
 
-class ReferenceError(Exception):
+class RecipeError(Exception):
     """A missing input: the message names it and the fix."""
 
 
@@ -49,7 +49,7 @@ class Recipe:
 def read_sentences(path: Path, limit: int = 0) -> tuple[list[list[str]], list[list[str]]]:
     """Words and IOB2 tags per gold sentence of a DocBin (document-mode Docs are split)."""
     if not path.is_file():
-        raise ReferenceError(f"{path}: no such DocBin. Build the corpus with `spacy project run corpus`.")
+        raise RecipeError(f"{path}: no such DocBin. Build the corpus with `spacy project run corpus`.")
     words, tags = [], []
     for doc in DocBin().from_disk(path).get_docs(Vocab()):
         for sentence, sentence_tags in zip(doc.sents, sentence_iob2_tags(doc), strict=True):
@@ -168,7 +168,7 @@ def main(
     recipe = Recipe(epochs=epochs, max_train_sentences=max_train_sentences)
     try:
         results = train_reference(resolve_encoder(encoder, model_revision), corpus_dir, output_dir, recipe, gpu_id)
-    except (ReferenceError, PreflightError) as err:
+    except (RecipeError, PreflightError) as err:
         fail("Cannot run the reference recipe", str(err))
     write_text_atomic(output_dir / "reference.json", json.dumps(results, indent=2) + "\n")
     msg.good(

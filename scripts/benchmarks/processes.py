@@ -12,35 +12,38 @@ that `steady words/s` (words / (wall - start-up)) and the per-process figure
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import resource
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import typer
 from spacy.language import Language
 from wasabi import msg
 
-from scripts.benchmarks.speed import sentence_texts
-from scripts.lib.atomic import write_text_atomic
+from scripts.benchmarks import harness
 from scripts.lib.cli import fail
 from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
-from scripts.lib.reports import machine_description, md_table
+from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
 from scripts.tools.annotation import annotate
 
-# name: (what it runs, worker processes, start method)
-CONFIGURATIONS: dict[str, tuple[str, int, str]] = {
-    "pipe_1": ("nlp.pipe", 1, "fork"),
-    "pipe_2_fork": ("nlp.pipe", 2, "fork"),
-    "pipe_2_spawn": ("nlp.pipe", 2, "spawn"),
-    "annotate_1": ("annotate", 1, "fork"),
-    "annotate_2": ("annotate", 2, "fork"),
+
+class Configuration(NamedTuple):
+    runs: str  # what it runs: nlp.pipe or annotate
+    n_process: int  # worker processes
+    start_method: str
+    label: str  # its row in the Markdown table
+
+
+CONFIGURATIONS: dict[str, Configuration] = {
+    "pipe_1": Configuration("nlp.pipe", 1, "fork", "`nlp.pipe`, 1 process"),
+    "pipe_2_fork": Configuration("nlp.pipe", 2, "fork", "`nlp.pipe(n_process=2)`, fork (default)"),
+    "pipe_2_spawn": Configuration("nlp.pipe", 2, "spawn", "`nlp.pipe(n_process=2)`, spawn"),
+    "annotate_1": Configuration("annotate", 1, "fork", "`annotate --n-process 1`"),
+    "annotate_2": Configuration("annotate", 2, "fork", "`annotate --n-process 2`"),
 }
 
 
@@ -71,32 +74,21 @@ def use_spawn(threads_per_worker: int) -> None:
 
 def measure(name: str, model: str, texts: list[str], repetitions: int, threads: int, batch_size: int) -> dict:
     """Runs in its own process: load, start-up alone, one warm-up pass, the timed passes."""
-    import torch
-
-    what, n_process, start_method = CONFIGURATIONS[name]
-    torch.set_num_threads(threads)
+    what, n_process, start_method, _ = CONFIGURATIONS[name]
+    harness.use_threads(threads)
     # This process was spawned, and a spawned process inherits its parent's start method: name it here.
     multiprocessing.set_start_method(start_method, force=True)
     if start_method == "spawn":
         use_spawn(max(1, threads // n_process))
-    started = time.perf_counter()
-    nlp = load_pipeline(model)
-    load_seconds = time.perf_counter() - started
+    nlp, load_seconds = harness.timed(load_pipeline, model)
     with tempfile.TemporaryDirectory() as folder:
         if what == "annotate":
             run = annotate_through(nlp, n_process, batch_size, Path(folder))
         else:
             run = pipe_through(nlp, n_process, batch_size)
-        started = time.perf_counter()
-        run([""] * n_process)
-        startup_seconds = time.perf_counter() - started
-        run(texts[: min(len(texts), 64)])
-        seconds = []
-        for _ in range(repetitions):
-            started = time.perf_counter()
-            run(texts)
-            seconds.append(time.perf_counter() - started)
-    words = sum(len(text.split()) for text in texts)
+        _, startup_seconds = harness.timed(run, [""] * n_process)
+        seconds = harness.timed_passes(run, texts, repetitions)
+    words = harness.count_words(texts)
     wall = statistics.median(seconds)
     steady = words / max(wall - startup_seconds, 1e-9)
     return {
@@ -110,32 +102,15 @@ def measure(name: str, model: str, texts: list[str], repetitions: int, threads: 
         "startup_seconds": startup_seconds,
         "load_seconds": load_seconds,
         "seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": harness.peak_rss_mb(),
     }
-
-
-def measure_in_fresh_process(name: str, *args: Any) -> dict[str, Any]:
-    # A non-daemonic process: nlp.pipe's workers are its children, which a Pool worker may not have.
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        results = manager.dict()
-        process = context.Process(target=measure_into, args=(results, name, *args))
-        process.start()
-        process.join()
-        if process.exitcode != 0 or name not in results:
-            raise RuntimeError(f"{name}: the measuring process failed (exit code {process.exitcode}); see above.")
-        return dict(results[name])
-
-
-def measure_into(results: Any, name: str, *args: Any) -> None:
-    results[name] = measure(name, *args)
 
 
 def benchmark(model: str, texts: list[str], repetitions: int, threads: int, batch_size: int) -> dict[str, Any]:
     runs = {}
-    for name, (what, n_process, start_method) in CONFIGURATIONS.items():
+    for name, (what, n_process, start_method, _) in CONFIGURATIONS.items():
         msg.info(f"{name}: {what}, {n_process} process(es), {start_method}: {len(texts):,} texts x {repetitions}")
-        runs[name] = measure_in_fresh_process(name, model, texts, repetitions, threads, batch_size)
+        runs[name] = harness.in_fresh_process(name, measure, name, model, texts, repetitions, threads, batch_size)
         run = runs[name]
         msg.text(f"  {run['words_per_second']:,.0f} words/s, start-up {run['startup_seconds']:.1f} s")
     return {
@@ -143,7 +118,7 @@ def benchmark(model: str, texts: list[str], repetitions: int, threads: int, batc
         "speedup_annotate_2": runs["annotate_2"]["words_per_second"] / runs["annotate_1"]["words_per_second"],
         "runs": runs,
         "n_texts": len(texts),
-        "n_words": sum(len(text.split()) for text in texts),
+        "n_words": harness.count_words(texts),
         "threads": threads,
         "batch_size": batch_size,
         "repetitions": repetitions,
@@ -152,19 +127,10 @@ def benchmark(model: str, texts: list[str], repetitions: int, threads: int, batc
     }
 
 
-ROW_LABELS = {
-    "pipe_1": "`nlp.pipe`, 1 process",
-    "pipe_2_fork": "`nlp.pipe(n_process=2)`, fork (default)",
-    "pipe_2_spawn": "`nlp.pipe(n_process=2)`, spawn",
-    "annotate_1": "`annotate --n-process 1`",
-    "annotate_2": "`annotate --n-process 2`",
-}
-
-
 def markdown(result: dict[str, Any]) -> str:
     rows = [
         [
-            ROW_LABELS[name],
+            CONFIGURATIONS[name].label,
             f"{run['words_per_second']:,.0f}",
             f"{run['startup_seconds']:.1f}",
             f"{run['steady_words_per_second']:,.0f}",
@@ -193,15 +159,13 @@ def main(
     batch_size: int = typer.Option(64, help="nlp.pipe batch size (annotate's default)"),
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
 ) -> None:
-    if not test_docbin.is_file():
-        fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
+    harness.require_docbin(test_docbin)
     try:
         load_pipeline(model)  # fails fast, with the fix, before any process starts
     except PipelineLoadError as err:
         fail("Cannot load the spaCy pipeline", str(err))
-    results = benchmark(model, sentence_texts(test_docbin, limit), repetitions, threads, batch_size)
-    write_text_atomic(output, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(output.with_suffix(".md"), markdown(results))
+    results = benchmark(model, harness.sentence_texts(test_docbin, limit), repetitions, threads, batch_size)
+    write_json_and_markdown(output, results, markdown(results))
     msg.good(
         f"Wrote {output} and its .md: 2 processes {results['speedup_pipe_2_fork']:.2f}x one with nlp.pipe, "
         f"{results['speedup_annotate_2']:.2f}x with annotate"

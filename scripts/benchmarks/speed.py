@@ -14,145 +14,48 @@ tag. Writes the JSON and a Markdown table beside it.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import resource
 import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
-from spacy.tokens import DocBin
-from spacy.vocab import Vocab
 from wasabi import msg
 
-from scripts.components.encoder_backend import (
-    ONNX,
-    ONNX_INT8,
-    TORCH,
-    TORCH_INT8,
-    OnnxRuntimeEncoder,
-    build_graph,
-    output_signature,
-    quantize_linear_int8,
-    require_onnx_packages,
+from scripts.benchmarks.harness import (
+    count_words,
+    in_fresh_process,
+    peak_rss_mb,
+    require_docbin,
+    sentence_texts,
+    timed,
+    timed_passes,
+    use_threads,
 )
-from scripts.lib.atomic import write_text_atomic
+from scripts.benchmarks.speed_configurations import CONFIGURATIONS, HF_BASELINE, SPACY_PIPELINES, Runner
 from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.lib.pipeline_loading import PipelineLoadError
 from scripts.lib.preflight import PreflightError, resolve_encoder
-from scripts.lib.reports import machine_description, md_table, percent
-from scripts.lib.scoring import EvaluationError, evaluate, load_gold_docs
+from scripts.lib.reports import machine_description, md_table, percent, write_json_and_markdown
+from scripts.lib.scoring import EvaluationError
 
-ENCODER_BATCH = 32
-
-
-def sentence_texts(path: Path, limit: int = 0) -> list[str]:
-    """Sentence texts of a gold DocBin (document-mode Docs are split into sentences)."""
-    texts = [sent.text for doc in DocBin().from_disk(path).get_docs(Vocab()) for sent in doc.sents]
-    return texts[:limit] if limit else texts
-
-
-@dataclass
-class Runner:
-    """One configuration, loaded: `run` processes the texts; `test_f1`, if it can score, is its test F1 (strict)."""
-
-    run: Callable[[list[str]], None]
-    test_f1: Callable[[], float] | None = None
-
-
-def spacy_runner(model: str, backend: str, gpu_id: int, test_docbin: str) -> Runner:
-    nlp = load_pipeline(model, gpu_id, backend)
-
-    def run(texts: list[str]) -> None:
-        for _ in nlp.pipe(texts):
-            pass
-
-    def test_f1() -> float:
-        gold_docs = load_gold_docs(Path(test_docbin), nlp.vocab)
-        return evaluate(nlp, gold_docs, nlp.batch_size).results["seqeval_strict"]["f1"]
-
-    return Runner(run, test_f1)
-
-
-def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Runner:
-    from transformers import pipeline
-
-    tagger = pipeline("token-classification", model=model, aggregation_strategy="simple", device=gpu_id)
-
-    def run(texts: list[str]) -> None:
-        for _ in tagger(texts, batch_size=batch_size):
-            pass
-
-    return Runner(run)
-
-
-def encoder_runner(encoder: str, backend: str, gpu_id: int) -> Runner:
-    """The bare encoder: every linear layer in int8 for the int8 backends (a bound for the pipeline's options)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
-    model = AutoModel.from_pretrained(encoder).eval().to(device)
-    if backend == TORCH_INT8:
-        model = quantize_linear_int8(model)
-    elif backend in (ONNX, ONNX_INT8):
-        require_onnx_packages()
-        with tempfile.TemporaryDirectory(prefix="benchmark-onnx-") as folder:
-            graph = build_graph(model, tokenizer, backend, [], Path(folder)).read_bytes()
-        model = OnnxRuntimeEncoder(graph, *output_signature(model, tokenizer))
-
-    def run(texts: list[str]) -> None:
-        ordered = sorted(texts, key=len)
-        with torch.inference_mode():
-            for start in range(0, len(ordered), ENCODER_BATCH):
-                batch = tokenizer(ordered[start : start + ENCODER_BATCH], padding=True, return_tensors="pt")
-                model(**batch.to(device))
-
-    return Runner(run)
-
-
-# Only the torch fp32 backend runs on a GPU: the int8 and ONNX Runtime configurations run on the CPU whatever
-# gpu_id says.
+# name: the benchmark's options -> the configuration, loaded (see scripts/benchmarks/speed_configurations.py)
 RUNNERS: dict[str, Callable[[dict[str, Any]], Runner]] = {
-    "spacy": lambda o: spacy_runner(o["spacy_model"], TORCH, o["gpu_id"], o["test_docbin"]),
-    "spacy_int8": lambda o: spacy_runner(o["spacy_model"], TORCH_INT8, -1, o["test_docbin"]),
-    "spacy_onnx": lambda o: spacy_runner(o["spacy_model"], ONNX, -1, o["test_docbin"]),
-    "spacy_onnx_int8": lambda o: spacy_runner(o["spacy_model"], ONNX_INT8, -1, o["test_docbin"]),
-    "hf_pipeline_bs1": lambda o: hf_pipeline_runner(o["hf_model"], 1, o["gpu_id"]),
-    "hf_pipeline_bs32": lambda o: hf_pipeline_runner(o["hf_model"], 32, o["gpu_id"]),
-    "encoder_forward": lambda o: encoder_runner(o["encoder"], TORCH, o["gpu_id"]),
-    "encoder_forward_int8": lambda o: encoder_runner(o["encoder"], TORCH_INT8, -1),
-    "encoder_forward_onnx": lambda o: encoder_runner(o["encoder"], ONNX, -1),
-    "encoder_forward_onnx_int8": lambda o: encoder_runner(o["encoder"], ONNX_INT8, -1),
+    configuration.name: configuration.load for configuration in CONFIGURATIONS
 }
 
 
 def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: int, threads: int) -> dict[str, Any]:
     """Runs in its own process: load, one warm-up pass, the timed passes, then the test F1 where there is one."""
-    import torch
-
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
-    runner = RUNNERS[name](options)
-    load_seconds = time.perf_counter() - started
-    runner.run(texts[: min(len(texts), 64)])
-    seconds = []
-    for _ in range(repetitions):
-        started = time.perf_counter()
-        runner.run(texts)
-        seconds.append(time.perf_counter() - started)
-    words = sum(len(text.split()) for text in texts)
+    use_threads(threads)
+    runner, load_seconds = timed(RUNNERS[name], options)
+    seconds = timed_passes(runner.run, texts, repetitions)
     return {
-        "words_per_second": words / statistics.median(seconds),
+        "words_per_second": count_words(texts) / statistics.median(seconds),
         "seconds": seconds,
         "load_seconds": load_seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": peak_gpu_mb(),
         "test_f1_strict": runner.test_f1() if runner.test_f1 else None,
     }
@@ -169,46 +72,28 @@ def peak_gpu_mb() -> float | None:
     return (torch.cuda.max_memory_reserved() + cupy_pool_bytes) / 1024**2
 
 
-def measure_in_fresh_process(name: str, options: dict[str, Any], texts: list[str], repetitions: int, threads: int):
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (name, options, texts, repetitions, threads))
-
-
 def benchmark(
     options: dict[str, Any], texts: list[str], repetitions: int, threads: int, reference_f1: float | None
 ) -> dict[str, Any]:
     runs = {}
-    for name in RUNNERS:
+    for configuration in CONFIGURATIONS:
+        name = configuration.name
         msg.info(f"{name}: {len(texts):,} texts x {repetitions}")
-        runs[name] = measure_in_fresh_process(name, options, texts, repetitions, threads)
+        runs[name] = in_fresh_process(
+            name, measure, name, options, texts, repetitions, threads, expected=(EvaluationError, PipelineLoadError)
+        )
         msg.text(f"  {runs[name]['words_per_second']:,.0f} words/s, peak {runs[name]['peak_rss_mb']:,.0f} MB")
-    # The HF pipelines run the recipe's model: its test F1 is the one scripts.benchmarks.hf_reference measured.
-    for name in ("hf_pipeline_bs1", "hf_pipeline_bs32"):
-        runs[name]["test_f1_strict"] = reference_f1
+        if configuration.f1_from_reference:
+            runs[name]["test_f1_strict"] = reference_f1
     speed = {name: run["words_per_second"] for name, run in runs.items()}
     return {
-        "spacy_words_per_s": speed["spacy"],
-        "spacy_int8_words_per_s": speed["spacy_int8"],
-        "spacy_onnx_words_per_s": speed["spacy_onnx"],
-        "spacy_onnx_int8_words_per_s": speed["spacy_onnx_int8"],
-        "hf_pipeline_bs1_words_per_s": speed["hf_pipeline_bs1"],
-        "hf_pipeline_bs32_words_per_s": speed["hf_pipeline_bs32"],
-        "encoder_forward_words_per_s": speed["encoder_forward"],
-        "encoder_forward_int8_words_per_s": speed["encoder_forward_int8"],
-        "encoder_forward_onnx_words_per_s": speed["encoder_forward_onnx"],
-        "encoder_forward_onnx_int8_words_per_s": speed["encoder_forward_onnx_int8"],
-        "ratio_vs_hf_bs32": speed["spacy"] / speed["hf_pipeline_bs32"],
-        "ratio_int8_vs_hf_bs32": speed["spacy_int8"] / speed["hf_pipeline_bs32"],
-        "ratio_onnx_vs_hf_bs32": speed["spacy_onnx"] / speed["hf_pipeline_bs32"],
-        "ratio_onnx_int8_vs_hf_bs32": speed["spacy_onnx_int8"] / speed["hf_pipeline_bs32"],
-        "ratio_vs_encoder": speed["spacy"] / speed["encoder_forward"],
-        "ratio_int8_vs_encoder_int8": speed["spacy_int8"] / speed["encoder_forward_int8"],
-        "ratio_onnx_vs_encoder_onnx": speed["spacy_onnx"] / speed["encoder_forward_onnx"],
-        "ratio_onnx_int8_vs_encoder_onnx_int8": speed["spacy_onnx_int8"] / speed["encoder_forward_onnx_int8"],
+        **{f"{name}_words_per_s": words_per_second for name, words_per_second in speed.items()},
+        **{each.ratio_vs_hf: speed[each.name] / speed[HF_BASELINE] for each in SPACY_PIPELINES},
+        **{each.ratio_vs_ceiling: speed[each.name] / speed[each.ceiling] for each in SPACY_PIPELINES},
         "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
         "n_texts": len(texts),
-        "n_words": sum(len(text.split()) for text in texts),
+        "n_words": count_words(texts),
         "threads": threads,
         "repetitions": repetitions,
         "machine": machine_description(),
@@ -222,31 +107,14 @@ def reference_test_f1(path: Path | None) -> float | None:
     return json.loads(path.read_text(encoding="utf-8"))["test"]["seqeval_strict"]["f1"]
 
 
-ROWS = (
-    ("spaCy pipeline, PyTorch fp32 (this project)", "spacy", "ratio_vs_hf_bs32"),
-    ("spaCy pipeline, PyTorch int8 (backend torch-int8)", "spacy_int8", "ratio_int8_vs_hf_bs32"),
-    ("spaCy pipeline, ONNX Runtime fp32 (backend onnx)", "spacy_onnx", "ratio_onnx_vs_hf_bs32"),
-    ("spaCy pipeline, ONNX Runtime int8 (backend onnx-int8)", "spacy_onnx_int8", "ratio_onnx_int8_vs_hf_bs32"),
-    ("HF pipeline, batch 1", "hf_pipeline_bs1", None),
-    ("HF pipeline, batch 32", "hf_pipeline_bs32", None),
-    ("bare encoder forward, PyTorch fp32, length-sorted batches of 32 (ceiling)", "encoder_forward", None),
-    ("bare encoder forward, PyTorch int8, length-sorted batches of 32 (ceiling)", "encoder_forward_int8", None),
-    ("bare encoder forward, ONNX Runtime fp32, length-sorted batches of 32 (ceiling)", "encoder_forward_onnx", None),
-    (
-        "bare encoder forward, ONNX Runtime int8, length-sorted batches of 32 (ceiling)",
-        "encoder_forward_onnx_int8",
-        None,
-    ),
-)
-
-
 def markdown(result: dict[str, Any]) -> str:
     rows = []
-    for label, name, ratio_key in ROWS:
-        run, f1 = result["runs"][name], result["runs"][name]["test_f1_strict"]
+    for configuration in CONFIGURATIONS:
+        run = result["runs"][configuration.name]
+        f1, ratio_key = run["test_f1_strict"], configuration.ratio_vs_hf
         rows.append(
             [
-                label,
+                configuration.label,
                 f"{run['words_per_second']:,.0f}",
                 f"{result[ratio_key]:.2f}x" if ratio_key else "",
                 f"{run['peak_rss_mb']:,.0f}",
@@ -254,15 +122,20 @@ def markdown(result: dict[str, Any]) -> str:
             ]
         )
     header = ["configuration", "words/s", "vs HF batch 32", "peak RSS MB", "test F1 strict"]
+    ceilings = ", ".join(f"{each.engine} {result[each.ratio_vs_ceiling]:.2f}x" for each in SPACY_PIPELINES)
     return (
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} torch threads, "
         f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"
         + md_table(header, rows)
-        + "\n\n"
-        f"Share of the ceiling of the same backend: PyTorch fp32 {result['ratio_vs_encoder']:.2f}x, "
-        f"PyTorch int8 {result['ratio_int8_vs_encoder_int8']:.2f}x, "
-        f"ONNX Runtime fp32 {result['ratio_onnx_vs_encoder_onnx']:.2f}x, "
-        f"ONNX Runtime int8 {result['ratio_onnx_int8_vs_encoder_onnx_int8']:.2f}x.\n"
+        + f"\n\nShare of the ceiling of the same backend: {ceilings}.\n"
+    )
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The spaCy pipelines against the HF pipeline at batch 32, backend by backend."""
+    fp32, *others = SPACY_PIPELINES
+    return f"spaCy {result[fp32.ratio_vs_hf]:.2f}x the HF pipeline at batch 32 (fp32), " + ", ".join(
+        f"{result[each.ratio_vs_hf]:.2f}x in {each.engine}" for each in others
     )
 
 
@@ -281,8 +154,7 @@ def main(
         None, help="reference.json of scripts.benchmarks.hf_reference: the HF model's test F1"
     ),
 ) -> None:
-    if not test_docbin.is_file():
-        fail(f"{test_docbin}: no such DocBin", "Build the corpus with `spacy project run corpus`.")
+    require_docbin(test_docbin)
     try:
         encoder = resolve_encoder(encoder, model_revision)
     except PreflightError as err:
@@ -299,14 +171,8 @@ def main(
         results = benchmark(options, texts, repetitions, threads, reference_test_f1(reference))
     except (EvaluationError, PipelineLoadError) as err:
         fail("Cannot load the spaCy pipeline", str(err))
-    write_text_atomic(output, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(output.with_suffix(".md"), markdown(results))
-    msg.good(
-        f"Wrote {output} and its .md: spaCy {results['ratio_vs_hf_bs32']:.2f}x the HF pipeline at batch 32 (fp32), "
-        f"{results['ratio_int8_vs_hf_bs32']:.2f}x in PyTorch int8, "
-        f"{results['ratio_onnx_vs_hf_bs32']:.2f}x in ONNX Runtime fp32, "
-        f"{results['ratio_onnx_int8_vs_hf_bs32']:.2f}x in ONNX Runtime int8"
-    )
+    write_json_and_markdown(output, results, markdown(results))
+    msg.good(f"Wrote {output} and its .md: {summary(results)}")
 
 
 if __name__ == "__main__":

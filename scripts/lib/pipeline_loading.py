@@ -1,6 +1,6 @@
 """Loading a trained pipeline, a folder or an installed package, for the project's CLIs.
 
-scripts.workflow.evaluate, scripts.tools.annotate and scripts.benchmarks.speed load pipelines through
+The CLIs that run a pipeline (evaluate, annotate, annotate_ray, the benchmarks) load it through
 `load_pipeline`: one place for the load options (the device, the encoder's backend) and for the
 errors that say how to get a pipeline when there is none.
 """

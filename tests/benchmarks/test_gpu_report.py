@@ -134,9 +134,9 @@ def test_check_table_has_training_and_inference_rows():
     log = [record(0, 900.0, 0, 0.0), record(300, 1.0, words=600_000, seconds=120.0, **memory(9 * GIB, 0))]
     table = check_table({"sentence": log}, benchmark_speed_json())
     assert "| training, sentence mode (300 steps) | 5,000 | 9.00 |" in table
-    assert "| inference: spaCy pipeline (this project) | 40,000 | 2.00 |" in table
+    assert "| inference: spaCy pipeline, PyTorch fp32 (this project) | 40,000 | 2.00 |" in table
     assert "| inference: HF pipeline, batch 1 | 3,000 | 1.00 |" in table
-    assert "| inference: spaCy pipeline, int8 encoder option (CPU) | 900 |  |" in table
+    assert "| inference: spaCy pipeline, PyTorch int8 (backend torch-int8), on the CPU | 900 |  |" in table
     assert "3,453 CoNLL test sentences" in table
     assert training_words_per_second(log) == 5000.0
 
@@ -153,7 +153,10 @@ def test_report_reads_the_runs_the_gpu_tests_leave(tmp_path):
     result = gpu_report("report", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| training, document mode (300 steps) | 3,000 | 8.00 |" in result.stdout
-    assert "| inference: bare encoder forward, length-sorted batches of 32 | 60,000 | 1.00 |" in result.stdout
+    assert (
+        "| inference: bare encoder forward, PyTorch fp32, length-sorted batches of 32 (ceiling) | 60,000 | 1.00 |"
+        in result.stdout
+    )
     assert (tmp_path / "gpu_check.md").read_text() in result.stdout + "\n"
 
 
