@@ -75,9 +75,13 @@ def peak_gpu_mb() -> float | None:
 def benchmark(
     options: dict[str, Any], texts: list[str], repetitions: int, threads: int, reference_f1: float | None
 ) -> dict[str, Any]:
-    runs = {}
+    runs, skipped = {}, skipped_configurations()
+    for name, reason in skipped.items():
+        msg.warn(f"{name}: skipped, {reason}")
     for configuration in CONFIGURATIONS:
         name = configuration.name
+        if name in skipped:
+            continue
         msg.info(f"{name}: {len(texts):,} texts x {repetitions}")
         runs[name] = in_fresh_process(
             name, measure, name, options, texts, repetitions, threads, expected=(EvaluationError, PipelineLoadError)
@@ -86,12 +90,14 @@ def benchmark(
         if configuration.f1_from_reference:
             runs[name]["test_f1_strict"] = reference_f1
     speed = {name: run["words_per_second"] for name, run in runs.items()}
+    measured = [each for each in SPACY_PIPELINES if each.name in speed]
     return {
         **{f"{name}_words_per_s": words_per_second for name, words_per_second in speed.items()},
-        **{each.ratio_vs_hf: speed[each.name] / speed[HF_BASELINE] for each in SPACY_PIPELINES},
-        **{each.ratio_vs_ceiling: speed[each.name] / speed[each.ceiling] for each in SPACY_PIPELINES},
+        **{each.ratio_vs_hf: speed[each.name] / speed[HF_BASELINE] for each in measured},
+        **{each.ratio_vs_ceiling: speed[each.name] / speed[each.ceiling] for each in measured},
         "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
+        "skipped": skipped,
         "n_texts": len(texts),
         "n_words": count_words(texts),
         "threads": threads,
@@ -101,6 +107,18 @@ def benchmark(
     }
 
 
+def skipped_configurations() -> dict[str, str]:
+    """The configurations this install cannot run, each with the reason and the extra that brings what it needs."""
+    skipped = {}
+    for configuration in CONFIGURATIONS:
+        if missing := configuration.missing_modules():
+            skipped[configuration.name] = (
+                f"{' and '.join(missing)} not installed: the {configuration.extra} extra brings "
+                f"{'them' if len(missing) > 1 else 'it'} (`pip install -e '.[{configuration.extra}]'`)"
+            )
+    return skipped
+
+
 def reference_test_f1(path: Path | None) -> float | None:
     if path is None or not path.is_file():
         return None
@@ -108,8 +126,11 @@ def reference_test_f1(path: Path | None) -> float | None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rows = []
+    rows, skipped = [], result.get("skipped", {})
     for configuration in CONFIGURATIONS:
+        if configuration.name in skipped:
+            rows.append([configuration.label, f"skipped: {skipped[configuration.name]}", "", "", ""])
+            continue
         run = result["runs"][configuration.name]
         f1, ratio_key = run["test_f1_strict"], configuration.ratio_vs_hf
         rows.append(
@@ -122,7 +143,9 @@ def markdown(result: dict[str, Any]) -> str:
             ]
         )
     header = ["configuration", "words/s", "vs HF batch 32", "peak RSS MB", "test F1 strict"]
-    ceilings = ", ".join(f"{each.engine} {result[each.ratio_vs_ceiling]:.2f}x" for each in SPACY_PIPELINES)
+    ceilings = ", ".join(
+        f"{each.engine} {result[each.ratio_vs_ceiling]:.2f}x" for each in SPACY_PIPELINES if each.name not in skipped
+    )
     return (
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} torch threads, "
         f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"
@@ -134,9 +157,11 @@ def markdown(result: dict[str, Any]) -> str:
 def summary(result: dict[str, Any]) -> str:
     """The spaCy pipelines against the HF pipeline at batch 32, backend by backend."""
     fp32, *others = SPACY_PIPELINES
-    return f"spaCy {result[fp32.ratio_vs_hf]:.2f}x the HF pipeline at batch 32 (fp32), " + ", ".join(
-        f"{result[each.ratio_vs_hf]:.2f}x in {each.engine}" for each in others
+    text = f"spaCy {result[fp32.ratio_vs_hf]:.2f}x the HF pipeline at batch 32 (fp32), " + ", ".join(
+        f"{result[each.ratio_vs_hf]:.2f}x in {each.engine}" for each in others if each.ratio_vs_hf in result
     )
+    skipped = result.get("skipped", {})
+    return text + (f"; skipped: {', '.join(skipped)} (see above)" if skipped else "")
 
 
 def main(

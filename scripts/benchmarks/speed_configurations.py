@@ -11,6 +11,7 @@ it needs when it is made, in the measuring process.
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,9 +129,18 @@ class SpeedConfiguration:
     ratio_vs_hf: str = ""
     ceiling: str = ""
     ratio_vs_ceiling: str = ""
+    # The optional extra of pyproject.toml that brings what it runs on, and the modules it checks for.
+    extra: str = ""
+    modules: tuple[str, ...] = ()
 
     def load(self, options: dict[str, Any]) -> Runner:
         return self.runner(options, options["gpu_id"] if self.on_gpu else -1)
+
+    def missing_modules(self) -> list[str]:
+        return [name for name in self.modules if importlib.util.find_spec(name) is None]
+
+
+ONNX_RUNTIME = {"extra": "onnx", "modules": ("onnxruntime", "onnx")}
 
 
 CONFIGURATIONS = (
@@ -161,6 +171,7 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_onnx_vs_hf_bs32",
         ceiling="encoder_forward_onnx",
         ratio_vs_ceiling="ratio_onnx_vs_encoder_onnx",
+        **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
         "spacy_onnx_int8",
@@ -170,6 +181,7 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_onnx_int8_vs_hf_bs32",
         ceiling="encoder_forward_onnx_int8",
         ratio_vs_ceiling="ratio_onnx_int8_vs_encoder_onnx_int8",
+        **ONNX_RUNTIME,
     ),
     SpeedConfiguration("hf_pipeline_bs1", "HF pipeline, batch 1", hf_pipeline(1), on_gpu=True, f1_from_reference=True),
     SpeedConfiguration(HF_BASELINE, "HF pipeline, batch 32", hf_pipeline(32), on_gpu=True, f1_from_reference=True),
@@ -188,11 +200,13 @@ CONFIGURATIONS = (
         "encoder_forward_onnx",
         "bare encoder forward, ONNX Runtime fp32, length-sorted batches of 32 (ceiling)",
         bare_encoder("onnx"),
+        **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
         "encoder_forward_onnx_int8",
         "bare encoder forward, ONNX Runtime int8, length-sorted batches of 32 (ceiling)",
         bare_encoder("onnx-int8"),
+        **ONNX_RUNTIME,
     ),
 )
 BY_NAME = {configuration.name: configuration for configuration in CONFIGURATIONS}

@@ -1,25 +1,72 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
+from scripts.benchmarks import speed as speed_benchmark
+from scripts.benchmarks.speed_configurations import CONFIGURATIONS
 from tests.benchmarks.test_hf_reference import train_reference_on_fixture
-from tests.conftest import PROJECT_DIR, WorkflowRun, run
+from tests.conftest import PROJECT_DIR, WorkflowRun, flat, run
 
-pytestmark = pytest.mark.slow
+ONNX_ROWS = {"spacy_onnx", "spacy_onnx_int8", "encoder_forward_onnx", "encoder_forward_onnx_int8"}
 
 
-def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert, workflow: WorkflowRun):
-    train_reference_on_fixture(tiny_bert, tmp_path / "corpus", tmp_path / "hf", 16)
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, tiny_bert) -> Path:
+    """The HF recipe's model on the fixture corpus, and that corpus: what the HF rows run."""
+    folder = tmp_path_factory.mktemp("recipe")
+    train_reference_on_fixture(tiny_bert, folder / "corpus", folder / "hf", 16)
+    return folder
+
+
+def speed_command(workflow: WorkflowRun, recipe: Path, encoder: Path, output: Path, *options: str) -> list[str]:
+    return [
+        "-m", "scripts.benchmarks.speed", str(workflow.model_best), str(recipe / "hf" / "model"), str(encoder),
+        str(recipe / "corpus" / "test.spacy"), str(output), "--reference", str(recipe / "hf" / "reference.json"),
+        *options,
+    ]  # fmt: skip
+
+
+def test_without_onnx_runtime_its_rows_are_skipped_with_the_extra_named(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a)
+    )
+    skipped = speed_benchmark.skipped_configurations()
+    assert set(skipped) == ONNX_ROWS
+    assert all("onnxruntime not installed: the onnx extra brings it" in reason for reason in skipped.values())
+    assert {each.name for each in CONFIGURATIONS if not each.modules} == {
+        each.name for each in CONFIGURATIONS
+    } - ONNX_ROWS
+
+
+@pytest.mark.slow
+def test_speed_benchmark_without_the_onnx_extra_runs_the_other_rows(tmp_path, tiny_bert, recipe, workflow):
+    """As on an install without the onnx extra (onnxruntime and onnx hidden): the run ends, naming what it skipped."""
+    output = tmp_path / "benchmark_speed.json"
+    hide = "import sys, runpy; sys.modules['onnxruntime'] = sys.modules['onnx'] = None; sys.argv[0] = 'speed'; "
+    hide += "runpy.run_module('scripts.benchmarks.speed', run_name='__main__')"
+    command = speed_command(workflow, recipe, tiny_bert, output, "--repetitions", "1", "--limit", "6")
+    printed = run([sys.executable, "-c", hide, *command[2:]], PROJECT_DIR)
+    speed = json.loads(output.read_text())
+    assert set(speed["skipped"]) == ONNX_ROWS and not ONNX_ROWS & set(speed["runs"])
+    assert speed["spacy_words_per_s"] > 0 and "ratio_onnx_vs_hf_bs32" not in speed
+    assert "spacy_onnx: skipped, onnxruntime and onnx not installed: the onnx extra brings them" in flat(printed)
+    table = output.with_suffix(".md").read_text()
+    assert "| spaCy pipeline, ONNX Runtime fp32 (backend onnx) | skipped: onnxruntime and onnx not installed" in table
+
+
+@pytest.mark.slow
+def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert, recipe, workflow: WorkflowRun):
     output = tmp_path / "benchmark_speed.json"
     run(
-        [sys.executable, "-m", "scripts.benchmarks.speed", str(workflow.model_best), str(tmp_path / "hf" / "model"),
-         str(tiny_bert), str(tmp_path / "corpus" / "test.spacy"), str(output), "--repetitions", "2", "--limit", "12",
-         "--reference", str(tmp_path / "hf" / "reference.json")],
+        [sys.executable, *speed_command(workflow, recipe, tiny_bert, output, "--repetitions", "2", "--limit", "12")],
         PROJECT_DIR,
-    )  # fmt: skip
+    )
     speed = json.loads(output.read_text())
     for key in (
         "spacy_words_per_s",
@@ -46,9 +93,9 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     assert speed["ratio_onnx_vs_encoder_onnx"] == pytest.approx(
         speed["spacy_onnx_words_per_s"] / speed["encoder_forward_onnx_words_per_s"]
     )
-    assert speed["n_texts"] == 12 and "CPU cores" in speed["machine"]
+    assert speed["n_texts"] == 12 and "CPU cores" in speed["machine"] and speed["skipped"] == {}
     assert all(len(run["seconds"]) == 2 and run["peak_rss_mb"] > 0 for run in speed["runs"].values())
-    reference = json.loads((tmp_path / "hf" / "reference.json").read_text())
+    reference = json.loads((recipe / "hf" / "reference.json").read_text())
     assert set(speed["test_f1_strict"]) == {
         "spacy",
         "spacy_int8",
