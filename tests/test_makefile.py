@@ -129,3 +129,26 @@ def test_the_cpu_workflow_passes_the_preflight():
 def test_the_workflow_starts_with_the_preflight():
     project = srsly.read_yaml(PROJECT_DIR / "project.yml")
     assert project["workflows"]["all"][0] == "preflight"
+
+
+def test_with_cupy_installed_the_preflight_goes_on_to_the_gpu_itself(tmp_path: Path):
+    """Where the gpu extra put cupy (a stand-in that sees one device here), the preflight checks torch's CUDA next."""
+    stand_in = tmp_path / "cupy_stand_in" / "cupy"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text(
+        "import types\ncuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stand_in.parent), str(PROJECT_DIR)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.workflow.preflight", "--gpu-id", "0"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = flat(result.stdout + result.stderr)
+    if result.returncode == 0:  # a machine whose torch has CUDA and a device: the preflight passes
+        assert "GPU 0 is usable" in output
+    else:
+        assert "cupy sees 1 CUDA device(s), but torch" in output and "cannot use them" in output

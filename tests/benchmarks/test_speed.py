@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,10 +49,13 @@ def test_without_onnx_runtime_its_rows_are_skipped_with_the_extra_named(monkeypa
 def test_speed_benchmark_without_the_onnx_extra_runs_the_other_rows(tmp_path, tiny_bert, recipe, workflow):
     """As on an install without the onnx extra (onnxruntime and onnx hidden): the run ends, naming what it skipped."""
     output = tmp_path / "benchmark_speed.json"
-    hide = "import sys, runpy; sys.modules['onnxruntime'] = sys.modules['onnx'] = None; sys.argv[0] = 'speed'; "
-    hide += "runpy.run_module('scripts.benchmarks.speed', run_name='__main__')"
+    # Every process of the run (the benchmark spawns one per configuration) starts without them.
+    hiding = tmp_path / "without_onnx"
+    hiding.mkdir()
+    (hiding / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = sys.modules['onnx'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hiding), str(PROJECT_DIR)])}
     command = speed_command(workflow, recipe, tiny_bert, output, "--repetitions", "1", "--limit", "6")
-    printed = run([sys.executable, "-c", hide, *command[2:]], PROJECT_DIR)
+    printed = run([sys.executable, *command], PROJECT_DIR, env)
     speed = json.loads(output.read_text())
     assert set(speed["skipped"]) == ONNX_ROWS and not ONNX_ROWS & set(speed["runs"])
     assert speed["spacy_words_per_s"] > 0 and "ratio_onnx_vs_hf_bs32" not in speed
