@@ -24,7 +24,15 @@ from wasabi import msg
 
 from scripts.benchmarks import harness
 from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.lib.pipeline_loading import (
+    BACKEND_OPTION,
+    INT8_OPTION,
+    TORCH,
+    Backend,
+    PipelineLoadError,
+    chosen_backend,
+    load_pipeline,
+)
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
 from scripts.tools.annotation import AnnotateError
 from scripts.tools.ray_annotation import WorkerOptions, annotate_with_ray, ray_cluster
@@ -44,10 +52,10 @@ def write_jsonl(path: Path, texts: list[str]) -> None:
     path.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i, text in enumerate(texts)), "utf-8")
 
 
-def measure_pipe(model: str, texts: list[str], threads: int) -> dict[str, Any]:
+def measure_pipe(model: str, backend: str, texts: list[str], threads: int) -> dict[str, Any]:
     """Runs in its own process: load, one warm-up batch, then nlp.pipe over every text."""
     harness.use_threads(threads)
-    nlp, load_seconds = harness.timed(load_pipeline, model)
+    nlp, load_seconds = harness.timed(load_pipeline, model, -1, backend)
 
     def run(batch: list[str]) -> None:
         for _ in nlp.pipe(batch):
@@ -58,18 +66,24 @@ def measure_pipe(model: str, texts: list[str], threads: int) -> dict[str, Any]:
 
 
 def measure_ray(
-    model: str, source: Path, output: Path, options: WorkerOptions, object_store_mb: int | None
+    model: str, backend: str, source: Path, output: Path, options: WorkerOptions, object_store_mb: int | None
 ) -> dict[str, Any]:
     """Runs in its own process: Ray started, the whole run, Ray stopped; wall time of all of it."""
     started = time.perf_counter()
     with ray_cluster(None, options, object_store_mb):
-        summary = annotate_with_ray(model, str(source), str(output), options=options)
+        summary = annotate_with_ray(model, str(source), str(output), options=options, backend=backend)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": summary.rows, "entities": summary.entities}
 
 
 def benchmark(
-    model: str, texts: list[str], threads: int, batch_size: int, folder: Path, object_store_mb: int | None = None
+    model: str,
+    texts: list[str],
+    threads: int,
+    batch_size: int,
+    folder: Path,
+    object_store_mb: int | None = None,
+    backend: str = TORCH,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     source, tiny = folder / "input.jsonl", folder / "tiny.jsonl"
@@ -77,7 +91,7 @@ def benchmark(
     write_jsonl(tiny, texts[:FIXED_COST_ROWS])
     n_words = harness.count_words(texts)
     msg.info(f"nlp.pipe, one process, {threads} torch threads: {len(texts):,} texts, {n_words:,} words")
-    pipe = harness.in_fresh_process("nlp.pipe", measure_pipe, model, texts, threads, expected=EXPECTED_ERRORS)
+    pipe = harness.in_fresh_process("nlp.pipe", measure_pipe, model, backend, texts, threads, expected=EXPECTED_ERRORS)
     msg.text(f"  {pipe['words_per_second']:,.0f} words/s")
     runs: dict[str, Any] = {}
     for name, workers, cpus in RAY_CONFIGURATIONS:
@@ -87,6 +101,7 @@ def benchmark(
             f"{name}, fixed cost",
             measure_ray,
             model,
+            backend,
             tiny,
             folder / f"{name}_tiny",
             options,
@@ -94,7 +109,7 @@ def benchmark(
             expected=EXPECTED_ERRORS,
         )
         full = harness.in_fresh_process(
-            name, measure_ray, model, source, folder / name, options, object_store_mb, expected=EXPECTED_ERRORS
+            name, measure_ray, model, backend, source, folder / name, options, object_store_mb, expected=EXPECTED_ERRORS
         )
         if full["rows"] != len(texts):
             raise AnnotateError(f"{name} wrote {full['rows']:,} rows for {len(texts):,} input rows")
@@ -123,6 +138,7 @@ def benchmark(
         "threads": threads,
         "batch_size": batch_size,
         "model": model,
+        "backend": backend,
         "machine": machine_description(),
         # The 1-minute load average before and after: other work on the machine slows every figure.
         "load_average": [load_before, os.getloadavg()[0]],
@@ -155,7 +171,8 @@ def markdown(result: dict[str, Any]) -> str:
     before, after = result["load_average"]
     text = (
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words) as JSONL, model "
-        f"`{result['model']}`, Ray batches of {result['batch_size']} rows; {result['machine']}; "
+        f"`{result['model']}` (encoder backend `{result['backend']}`), Ray batches of {result['batch_size']} rows; "
+        f"{result['machine']}; "
         f"load average {before:.1f} before, {after:.1f} after.\n\n" + md_table(header, rows) + "\n"
     )
     steady_runs = [run for run in result["runs"].values() if run["words_per_second_per_worker"]]
@@ -183,12 +200,15 @@ def main(
     threads: int = typer.Option(2, min=1, help="torch threads of the single process (the cores)"),
     batch_size: int = typer.Option(2048, min=1, help="Rows per Ray actor call (the CPU model's nlp.batch_size)"),
     object_store_mb: int = typer.Option(None, help="Ray's object store in MB (default: Ray's)"),
+    backend: Backend = BACKEND_OPTION,
+    int8: bool = INT8_OPTION,
 ) -> None:
     harness.require_docbin(test_docbin)
     texts = repeated_texts(harness.sentence_texts(test_docbin), sentences)
     try:
+        backend = chosen_backend(backend, int8)
         with tempfile.TemporaryDirectory(prefix="benchmark_ray_") as folder:
-            result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb)
+            result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb, backend)
     except EXPECTED_ERRORS as err:
         fail("Benchmark failed", str(err))
     write_json_and_markdown(output, result, markdown(result))

@@ -26,7 +26,15 @@ from wasabi import msg
 
 from scripts.benchmarks import harness
 from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
+from scripts.lib.pipeline_loading import (
+    BACKEND_OPTION,
+    INT8_OPTION,
+    TORCH,
+    Backend,
+    PipelineLoadError,
+    chosen_backend,
+    load_pipeline,
+)
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
 from scripts.tools.annotation import annotate
 
@@ -72,7 +80,9 @@ def use_spawn(threads_per_worker: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads_per_worker)
 
 
-def measure(name: str, model: str, texts: list[str], repetitions: int, threads: int, batch_size: int) -> dict:
+def measure(
+    name: str, model: str, backend: str, texts: list[str], repetitions: int, threads: int, batch_size: int
+) -> dict:
     """Runs in its own process: load, start-up alone, one warm-up pass, the timed passes."""
     what, n_process, start_method, _ = CONFIGURATIONS[name]
     harness.use_threads(threads)
@@ -80,7 +90,7 @@ def measure(name: str, model: str, texts: list[str], repetitions: int, threads: 
     multiprocessing.set_start_method(start_method, force=True)
     if start_method == "spawn":
         use_spawn(max(1, threads // n_process))
-    nlp, load_seconds = harness.timed(load_pipeline, model)
+    nlp, load_seconds = harness.timed(load_pipeline, model, -1, backend)
     with tempfile.TemporaryDirectory() as folder:
         if what == "annotate":
             run = annotate_through(nlp, n_process, batch_size, Path(folder))
@@ -106,11 +116,15 @@ def measure(name: str, model: str, texts: list[str], repetitions: int, threads: 
     }
 
 
-def benchmark(model: str, texts: list[str], repetitions: int, threads: int, batch_size: int) -> dict[str, Any]:
+def benchmark(
+    model: str, texts: list[str], repetitions: int, threads: int, batch_size: int, backend: str = TORCH
+) -> dict[str, Any]:
     runs = {}
     for name, (what, n_process, start_method, _) in CONFIGURATIONS.items():
         msg.info(f"{name}: {what}, {n_process} process(es), {start_method}: {len(texts):,} texts x {repetitions}")
-        runs[name] = harness.in_fresh_process(name, measure, name, model, texts, repetitions, threads, batch_size)
+        runs[name] = harness.in_fresh_process(
+            name, measure, name, model, backend, texts, repetitions, threads, batch_size
+        )
         run = runs[name]
         msg.text(f"  {run['words_per_second']:,.0f} words/s, start-up {run['startup_seconds']:.1f} s")
     return {
@@ -122,6 +136,7 @@ def benchmark(model: str, texts: list[str], repetitions: int, threads: int, batc
         "threads": threads,
         "batch_size": batch_size,
         "repetitions": repetitions,
+        "backend": backend,
         "machine": machine_description(),
         "model": model,
     }
@@ -141,7 +156,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     header = ["configuration", "words/s", "worker start-up s", "steady words/s", "words/s per process", "peak RSS MB"]
     return (
-        f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), batch size "
+        f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), encoder backend "
+        f"`{result['backend']}`, batch size "
         f"{result['batch_size']}, {result['threads']} threads in all (one per worker with 2 workers), median of "
         f"{result['repetitions']} passes after a warm-up; {result['machine']}. Peak RSS is the measuring "
         "process's own (workers not included).\n\n" + md_table(header, rows, numeric=[1, 2, 3, 4, 5]) + "\n\n"
@@ -158,13 +174,17 @@ def main(
     threads: int = typer.Option(2, help="Threads in all: one process gets them all, two processes one each"),
     batch_size: int = typer.Option(64, help="nlp.pipe batch size (annotate's default)"),
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
+    backend: Backend = BACKEND_OPTION,
+    int8: bool = INT8_OPTION,
 ) -> None:
     harness.require_docbin(test_docbin)
     try:
-        load_pipeline(model)  # fails fast, with the fix, before any process starts
+        backend = chosen_backend(backend, int8)
+        load_pipeline(model, backend=backend)  # fails fast, with the fix, before any process starts
     except PipelineLoadError as err:
         fail("Cannot load the spaCy pipeline", str(err))
-    results = benchmark(model, harness.sentence_texts(test_docbin, limit), repetitions, threads, batch_size)
+    texts = harness.sentence_texts(test_docbin, limit)
+    results = benchmark(model, texts, repetitions, threads, batch_size, backend)
     write_json_and_markdown(output, results, markdown(results))
     msg.good(
         f"Wrote {output} and its .md: 2 processes {results['speedup_pipe_2_fork']:.2f}x one with nlp.pipe, "

@@ -15,7 +15,7 @@ def test_ray_benchmark_runs_every_configuration_on_a_slice(tmp_path, workflow: W
     run(
         [sys.executable, "-m", "scripts.benchmarks.annotate_ray", str(workflow.model_best),
          str(workflow.project / "corpus" / "test.spacy"), str(output), "--sentences", "40", "--batch-size", "16",
-         "--object-store-mb", "300"],
+         "--object-store-mb", "300", "--int8"],
         PROJECT_DIR,
     )  # fmt: skip
     result = json.loads(output.read_text())
@@ -24,6 +24,6 @@ def test_ray_benchmark_runs_every_configuration_on_a_slice(tmp_path, workflow: W
     for name, workers in (("ray_1_worker", 1), ("ray_2_workers", 2)):
         measured = result["runs"][name]
         assert measured["workers"] == workers and measured["fixed_seconds"] > 0 and measured["words_per_second"] > 0
-    assert len(result["load_average"]) == 2 and "CPU cores" in result["machine"]
+    assert len(result["load_average"]) == 2 and "CPU cores" in result["machine"] and result["backend"] == "torch-int8"
     table = output.with_suffix(".md").read_text()
     assert "| Ray local, 2 workers x 1 CPU (`ray_2_workers`) |" in table

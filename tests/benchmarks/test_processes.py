@@ -16,7 +16,8 @@ def test_process_benchmark_runs_every_configuration_on_a_slice(tmp_path, workflo
     output = tmp_path / "benchmark_processes.json"
     run(
         [sys.executable, "-m", "scripts.benchmarks.processes", str(workflow.model_best),
-         str(workflow.project / "corpus" / "test.spacy"), str(output), "--repetitions", "1", "--limit", "40"],
+         str(workflow.project / "corpus" / "test.spacy"), str(output), "--repetitions", "1", "--limit", "40",
+         "--backend", "onnx"],
         PROJECT_DIR,
     )  # fmt: skip
     result = json.loads(output.read_text())
@@ -32,8 +33,9 @@ def test_process_benchmark_runs_every_configuration_on_a_slice(tmp_path, workflo
     assert result["speedup_annotate_2"] == pytest.approx(
         result["runs"]["annotate_2"]["words_per_second"] / result["runs"]["annotate_1"]["words_per_second"]
     )
-    assert result["n_texts"] == 40 and "CPU cores" in result["machine"]
+    assert result["n_texts"] == 40 and "CPU cores" in result["machine"] and result["backend"] == "onnx"
     table = output.with_suffix(".md").read_text()
+    assert "encoder backend `onnx`" in table
     assert "| `nlp.pipe(n_process=2)`, fork (default) |" in table and "Two processes against one" in table
 
 
