@@ -57,6 +57,7 @@ print(json.dumps({
     "module": spacy.util.get_package_path("en_bert_ner").as_posix(),
     "backend": nlp.get_pipe("encoder_backend").backend,
     "encoder": type(nlp.get_pipe("transformer").model.layers[0].shims[0]._model).__name__,
+    "quantized": nlp.get_pipe("encoder_backend").quantized,
 }))
 """
 
@@ -156,12 +157,12 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, wheel_python: P
         path.rename(hiding_place)
     try:
         output = run([str(wheel_python), "-c", OFFLINE_PREDICT], tmp_path, env)
-        # The ONNX Runtime backends, from the wheel alone: the graph is exported from the installed weights.
+        # Every other backend, from the wheel alone (ONNX Runtime's graph is exported from the installed weights).
         by_backend = {
             backend: json.loads(
                 run([str(wheel_python), "-c", OFFLINE_PREDICT, backend], tmp_path, env).splitlines()[-1]
             )
-            for backend in ("onnx", "onnx-int8")
+            for backend in ("torch-int8", "onnx", "onnx-int8")
         }
     finally:
         for path, hiding_place in hidden:
@@ -174,8 +175,11 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, wheel_python: P
     for _text, label, start, end in result["ents"]:
         assert label in LABELS and 0 <= start < end
     assert set(result["pipe_labels"]) <= LABELS
+    assert not result["quantized"]
     for backend, backend_result in by_backend.items():
-        assert backend_result["backend"] == backend and backend_result["encoder"] == "OnnxRuntimeEncoder"
+        encoder = "OnnxRuntimeEncoder" if backend.startswith("onnx") else result["encoder"]
+        assert backend_result["backend"] == backend and backend_result["encoder"] == encoder
+        assert backend_result["quantized"] == backend.endswith("int8")
         assert backend_result["module"] == result["module"] and backend_result["n_docs"] == 200
     assert by_backend["onnx"]["ents"] == result["ents"]
     assert len(list((tmp_path / "cache" / "en_bert_ner" / "onnx").glob("*.onnx"))) == 2
