@@ -28,13 +28,21 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequ
     return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
 
 
+# The vector instructions that decide how fast int8 and fp32 kernels run: two CPUs sold under one model
+# name ("AMD EPYC") can differ in them, and ONNX Runtime's speed with them.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
 def machine_description() -> str:
-    """CPU model (Linux), core count and platform: the speeds mean little without them."""
+    """CPU model and its vector instructions (Linux), core count and platform: the speeds mean little without them."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     names = [line for line in lines if line.startswith("model name")]
     cpu = names[0].split(":", 1)[1].strip() if names else platform.machine()
-    return f"{cpu}, {multiprocessing.cpu_count()} CPU cores, {platform.platform()}"
+    flag_lines = [line for line in lines if line.startswith("flags")]
+    present = set(flag_lines[0].split(":", 1)[1].split()) if flag_lines else set()
+    flags = " ".join(flag for flag in SPEED_FLAGS if flag in present) or "none of " + " ".join(SPEED_FLAGS)
+    return f"{cpu} (flags: {flags}), {multiprocessing.cpu_count()} CPU cores, {platform.platform()}"
 
 
 def write_json_and_markdown(output: Path, result: dict[str, Any], markdown: str) -> None:
