@@ -183,3 +183,14 @@ def test_the_check_finds_what_has_drifted():
     for line, problem in drifted.items():
         found = [each for command in simple_commands(line) for each in problems_of(command)]
         assert any(problem in each for each in found), (line, found)
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """Prose too: a moved or renamed file leaves no stale path behind."""
+    missing = []
+    for path in DOCS:
+        text = re.sub(r"https?://\S+", "", path.read_text(encoding="utf-8"))
+        for named in set(re.findall(r"(?<![\w/.])((?:scripts|configs|tests|docs)/[\w./-]*\w)", text)):
+            if not (PROJECT_DIR / named).exists() and "<" not in named:
+                missing.append(f"{path.relative_to(PROJECT_DIR)}: {named}")
+    assert not missing
