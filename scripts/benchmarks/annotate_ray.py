@@ -23,16 +23,8 @@ import typer
 from wasabi import msg
 
 from scripts.benchmarks import harness
+from scripts.lib import pipeline_loading
 from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import (
-    BACKEND_OPTION,
-    INT8_OPTION,
-    TORCH,
-    Backend,
-    PipelineLoadError,
-    chosen_backend,
-    load_pipeline,
-)
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
 from scripts.tools.annotation import AnnotateError
 from scripts.tools.ray_annotation import WorkerOptions, annotate_with_ray, ray_cluster
@@ -41,7 +33,7 @@ from scripts.tools.ray_annotation import WorkerOptions, annotate_with_ray, ray_c
 RAY_CONFIGURATIONS = (("ray_1_worker", 1, 2.0), ("ray_2_workers", 2, 1.0))
 FIXED_COST_ROWS = 64
 # What the fresh processes may raise that main reports with its fix.
-EXPECTED_ERRORS = (AnnotateError, PipelineLoadError)
+EXPECTED_ERRORS = (AnnotateError, pipeline_loading.PipelineLoadError)
 
 
 def repeated_texts(texts: list[str], count: int) -> list[str]:
@@ -55,7 +47,7 @@ def write_jsonl(path: Path, texts: list[str]) -> None:
 def measure_pipe(model: str, backend: str, texts: list[str], threads: int) -> dict[str, Any]:
     """Runs in its own process: load, one warm-up batch, then nlp.pipe over every text."""
     harness.use_threads(threads)
-    nlp, load_seconds = harness.timed(load_pipeline, model, -1, backend)
+    nlp, load_seconds = harness.timed(pipeline_loading.load_pipeline, model, -1, backend)
 
     def run(batch: list[str]) -> None:
         for _ in nlp.pipe(batch):
@@ -83,7 +75,7 @@ def benchmark(
     batch_size: int,
     folder: Path,
     object_store_mb: int | None = None,
-    backend: str = TORCH,
+    backend: str = pipeline_loading.TORCH,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     source, tiny = folder / "input.jsonl", folder / "tiny.jsonl"
@@ -200,13 +192,13 @@ def main(
     threads: int = typer.Option(2, min=1, help="torch threads of the single process (the cores)"),
     batch_size: int = typer.Option(2048, min=1, help="Rows per Ray actor call (the CPU model's nlp.batch_size)"),
     object_store_mb: int = typer.Option(None, help="Ray's object store in MB (default: Ray's)"),
-    backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
+    backend: pipeline_loading.Backend = pipeline_loading.BACKEND_OPTION,
+    int8: bool = pipeline_loading.INT8_OPTION,
 ) -> None:
     harness.require_docbin(test_docbin)
     texts = repeated_texts(harness.sentence_texts(test_docbin), sentences)
     try:
-        backend = chosen_backend(backend, int8)
+        backend = pipeline_loading.chosen_backend(backend, int8)
         with tempfile.TemporaryDirectory(prefix="benchmark_ray_") as folder:
             result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb, backend)
     except EXPECTED_ERRORS as err:

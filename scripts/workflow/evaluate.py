@@ -14,16 +14,9 @@ import typer
 from wasabi import msg
 
 from scripts.components.encoder_backend import TORCH
+from scripts.lib import pipeline_loading
 from scripts.lib.cli import fail
 from scripts.lib.conll import SPLITS
-from scripts.lib.pipeline_loading import (
-    BACKEND_OPTION,
-    INT8_OPTION,
-    Backend,
-    PipelineLoadError,
-    chosen_backend,
-    load_pipeline,
-)
 from scripts.lib.reports import percent
 from scripts.lib.scoring import BATCH_SIZE, Evaluation, EvaluationError, evaluate, load_gold_docs
 from scripts.workflow.evaluation_report import WORST_SENTENCES, write_outputs
@@ -42,7 +35,7 @@ def run_evaluation(
     """Load the pipeline and the gold, evaluate, and write every output file."""
     if split not in SPLITS:
         raise EvaluationError(f"Unknown split '{split}': use one of {', '.join(SPLITS)}.")
-    nlp = load_pipeline(model, gpu_id, backend)
+    nlp = pipeline_loading.load_pipeline(model, gpu_id, backend)
     gold_docs = load_gold_docs(gold_path, nlp.vocab)
     msg.info(f"Evaluating {model} on {gold_path}: {len(gold_docs):,} docs")
     evaluation = evaluate(nlp, gold_docs, batch_size)
@@ -83,14 +76,14 @@ def main(
     gpu_id: int = typer.Option(-1, help="GPU to run on; -1 for the CPU"),
     worst: int = typer.Option(WORST_SENTENCES, min=0, help="Sentences in <split>_worst.html"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help="Docs per nlp.pipe batch"),
-    backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
+    backend: pipeline_loading.Backend = pipeline_loading.BACKEND_OPTION,
+    int8: bool = pipeline_loading.INT8_OPTION,
 ) -> None:
     """Score MODEL's entities on GOLD_PATH; write metrics, report and error analysis to OUTPUT_DIR."""
     try:
-        backend = chosen_backend(backend, int8)
+        backend = pipeline_loading.chosen_backend(backend, int8)
         evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, backend)
-    except (EvaluationError, PipelineLoadError) as err:
+    except (EvaluationError, pipeline_loading.PipelineLoadError) as err:
         fail("Evaluation failed", str(err))
     print_summary(split, evaluation.results)
     msg.good(f"Wrote {split}.json, report.md and the error analysis to {output_dir}")
