@@ -13,20 +13,27 @@ def check_gpu(gpu_id: int) -> None:
     if gpu_id < 0:
         return
     cpu_hint = (
+        "Or train on the CPU with `--vars.gpu_id -1`, or run the CPU workflow: `make demo` (`spacy project run demo`)."
+    )
+    install_hint = (
         "Install the GPU extra (`make all EXTRAS=gpu`, or `pip install -e '.[gpu]'`: everything plus cupy's "
-        "[cuda13x] build; '.[cuda12x]' beside a CUDA 12 build of torch: docs/gpu.md), or train on the CPU with "
-        "`--vars.gpu_id -1`, or run the CPU workflow: `make demo` (`spacy project run demo`)."
+        f"[cuda13x] build; '.[cuda12x]' beside a CUDA 12 build of torch: docs/gpu.md). {cpu_hint}"
     )
     try:
         import cupy
     except ImportError:
-        raise PreflightError(f"gpu_id is {gpu_id} but cupy is not installed. {cpu_hint}") from None
+        raise PreflightError(f"gpu_id is {gpu_id} but cupy is not installed. {install_hint}") from None
+    # cupy is there: what is missing is the GPU, its driver, or the right device number, not an install.
+    device_hint = (
+        "Run on a machine with an NVIDIA GPU and a driver for CUDA 13 (580 or newer; `nvidia-smi` shows both), "
+        f"or set `--vars.gpu_id` to one of its devices. {cpu_hint}"
+    )
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # cupy raises CUDARuntimeError, or fails to find the driver
-        raise PreflightError(f"gpu_id is {gpu_id} but no CUDA device is usable ({err}). {cpu_hint}") from None
+        raise PreflightError(f"gpu_id is {gpu_id} but no CUDA device is usable ({err}). {device_hint}") from None
     if gpu_id >= count:
-        raise PreflightError(f"gpu_id is {gpu_id} but this machine has {count} CUDA device(s). {cpu_hint}")
+        raise PreflightError(f"gpu_id is {gpu_id} but this machine has {count} CUDA device(s). {device_hint}")
     import torch
 
     # The configs let cupy allocate through PyTorch (gpu_allocator = "pytorch"), and the encoder

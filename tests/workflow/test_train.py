@@ -107,6 +107,24 @@ def test_a_cpu_build_of_torch_beside_cupy_is_caught(monkeypatch):
     assert "cupy sees 1 CUDA device(s), but torch" in message and "CUDA build of torch" in message
 
 
+def test_cupy_without_a_device_names_the_machine_not_an_install(monkeypatch):
+    """The gpu extra is installed but the machine has no usable GPU: installing again would not help."""
+
+    def no_driver() -> int:
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient")
+
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver))
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    with pytest.raises(PreflightError) as error:
+        check_gpu(0)
+    message = str(error.value)
+    assert "no CUDA device is usable (cudaErrorInsufficientDriver" in message
+    assert "driver for CUDA 13 (580 or newer" in message and "make demo" in message
+    assert "Install the GPU extra" not in message
+
+
 def test_setting_pairs_become_spacy_arguments():
     pairs = "training.max_steps=200 training.optimizer.learn_rate.total_steps=200 training.logger.progress_bar=false"
     assert setting_pairs(pairs) == [
