@@ -1,1 +1,1 @@
-"""The steps of project.yml: corpus, train, evaluate, package (and the CPU workflow's encoder)."""
+"""The steps of project.yml: preflight, corpus, train, evaluate (and its report), package_meta, export_encoder."""
