@@ -31,7 +31,7 @@ from scripts.lib.reports import machine_description, md_table, percent, write_js
 from scripts.lib.training_run import spacy_side
 
 VARIANTS = ("sentence", "document", "flert")
-# Test F1 gain over sentence mode, and training time ratio, that make context the default (issue 13).
+# Test F1 gain over sentence mode, and training time ratio, that would make context the default.
 WINNING_GAIN = 0.005
 TIME_BUDGET = 1.2
 

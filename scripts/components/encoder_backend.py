@@ -295,7 +295,7 @@ def make_session(graph: Path | bytes, threads: int) -> Any:
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     # ONNX Runtime's default, spinning pool threads, is kept: turning spinning off was twice as fast on a
     # 2-core machine busy with other jobs, but the bare encoder then ran at a quarter of the speed
-    # issue 14 measured with the defaults on the idle machine (README, Benchmarks). Not yet settled.
+    # measured with the defaults on the idle machine (docs/benchmarks.md). Not yet settled.
     return onnxruntime.InferenceSession(
         graph if isinstance(graph, bytes) else str(graph), options, providers=["CPUExecutionProvider"]
     )

@@ -37,7 +37,7 @@ def spacy_side(training_dir: Path, metrics_dir: Path) -> dict[str, Any]:
     log_path = training_dir / TRAIN_LOG_NAME
     if not log_path.is_file():
         raise TrainingRunError(f"{log_path}: no such file. It is made by `spacy project run train`.")
-    last = json.loads(log_path.read_text(encoding="utf-8").splitlines()[-1])
+    last = read_train_log(log_path)[-1]
     scores = {
         split: read_json(metrics_dir / f"{split}.json", "spacy project run evaluate") for split in ("dev", "test")
     }
