@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Where nvidia-smi lists a GPU, the gpu extra (all of the CPU extras plus cupy for the pinned torch's
 # CUDA 13), so that `make all` trains there as it is; elsewhere the CPU extras. EXTRAS=... chooses.
-CPU_EXTRAS := dev,cpu,ray,onnx
+CPU_EXTRAS := dev,cpu,ray,onnx,serve
 GPU_FOUND := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo yes)
 EXTRAS ?= $(if $(GPU_FOUND),gpu,$(CPU_EXTRAS))
 ARGS ?=
@@ -30,7 +30,8 @@ all: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/python -m spacy project run demo . $(ARGS)
 
-# After `make demo`: the HF Trainer recipe beside the CPU pipeline, then inference speed, worker processes, Ray.
+# After `make demo`: the HF Trainer recipe beside the CPU pipeline, then inference speed, worker processes, Ray,
+# the HTTP server under load.
 # On a GPU machine, after `make all`: `spacy project run benchmark-accuracy` and `benchmark-speed`.
 CPU_VARS := --vars.model assets/all-MiniLM-L6-v2 --vars.gpu_id -1
 benchmarks: $(INSTALLED)
@@ -38,6 +39,7 @@ benchmarks: $(INSTALLED)
 	$(BIN)/python -m spacy project run benchmark-speed . $(CPU_VARS) $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-processes . $(ARGS)
 	$(BIN)/python -m spacy project run benchmark-annotate-ray . $(ARGS)
+	$(BIN)/python -m spacy project run benchmark-serve . $(ARGS)
 
 # After `make demo` (needs its encoder in assets/): sentence mode against document context on the
 # CPU proxy, two seeds each; some 40 minutes on 2 cores (README, "Document context").

@@ -2,13 +2,17 @@
 
 (a) our spaCy pipeline through nlp.pipe, with each encoder backend it offers at load
 time (scripts/components/encoder_backend.py: PyTorch fp32 and int8, ONNX Runtime fp32 and int8);
-(b) the HF token-classification pipeline (aggregation "simple") on the same encoder at
-batch 1 and batch 32; (c) the bare encoder forward pass over length-sorted batches of 32,
-in PyTorch and in ONNX Runtime, fp32 and int8: the practical ceilings. Each configuration
-runs in a fresh process (so its peak memory is its own) with the same thread count (ONNX
-Runtime takes torch's); one warm-up pass is excluded and the median of several timed passes
-is reported, in words per second (CoNLL words), with the test F1 of the configurations that
-tag. Writes the JSON and a Markdown table beside it.
+(b) the HF token-classification pipeline (aggregation "simple") on the recipe's model at
+batch 1 and batch 32, and the same pipeline on HF optimum's ONNX Runtime export of that model,
+fp32 and dynamic int8 (the `optimum` extra; skipped, with a line saying so, without it);
+(c) the bare encoder forward pass over length-sorted batches of 32, in PyTorch and in ONNX
+Runtime, fp32 and int8: the practical ceilings, tokenizing each batch as it goes, and again on
+batches tokenized before the timed passes (the encoder alone). Each configuration runs in a
+fresh process (so its peak memory is its own) with the same thread count (ONNX Runtime takes
+torch's); one warm-up pass is excluded and the median of several timed passes is reported, in
+words per second (CoNLL words), with the test F1 of the configurations that tag. Writes the
+JSON and a Markdown table beside it, both naming the machine (CPU, its vector flags, cores,
+versions).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: i
     """Runs in its own process: load, one warm-up pass, the timed passes, then the test F1 where there is one."""
     use_threads(threads)
     runner, load_seconds = timed(RUNNERS[name], options)
+    if runner.prepare:
+        runner.prepare(texts)
     seconds = timed_passes(runner.run, texts, repetitions)
     return {
         "words_per_second": count_words(texts) / statistics.median(seconds),
@@ -58,6 +64,7 @@ def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: i
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": peak_gpu_mb(),
         "test_f1_strict": runner.test_f1() if runner.test_f1 else None,
+        "test_f1_raw_text": runner.raw_text_f1() if runner.raw_text_f1 else None,
     }
 
 
@@ -95,6 +102,12 @@ def benchmark(
         **{f"{name}_words_per_s": words_per_second for name, words_per_second in speed.items()},
         **{each.ratio_vs_hf: speed[each.name] / speed[HF_BASELINE] for each in measured},
         **{each.ratio_vs_ceiling: speed[each.name] / speed[each.ceiling] for each in measured},
+        **{
+            each.ratio_vs_pretokenized: speed[each.name] / speed[each.pretokenized]
+            for each in measured
+            if each.pretokenized in speed
+        },
+        **{each.ratio_vs_peer: speed[each.name] / speed[each.peer] for each in measured if each.peer in speed},
         "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
         "skipped": skipped,
@@ -125,11 +138,17 @@ def reference_test_f1(path: Path | None) -> float | None:
     return json.loads(path.read_text(encoding="utf-8"))["test"]["seqeval_strict"]["f1"]
 
 
+def raw_text_cell(run: dict[str, Any]) -> str:
+    """The raw-text test F1 with the aggregation that scored it, where the configuration was scored that way."""
+    raw = run.get("test_f1_raw_text")
+    return f"{percent(raw['f1'])} ({raw['best_aggregation']})" if raw else ""
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows, skipped = [], result.get("skipped", {})
     for configuration in CONFIGURATIONS:
         if configuration.name in skipped:
-            rows.append([configuration.label, f"skipped: {skipped[configuration.name]}", "", "", ""])
+            rows.append([configuration.label, f"skipped: {skipped[configuration.name]}", "", "", "", ""])
             continue
         run = result["runs"][configuration.name]
         f1, ratio_key = run["test_f1_strict"], configuration.ratio_vs_hf
@@ -140,17 +159,41 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{result[ratio_key]:.2f}x" if ratio_key else "",
                 f"{run['peak_rss_mb']:,.0f}",
                 percent(f1) if f1 is not None else "",
+                raw_text_cell(run),
             ]
         )
-    header = ["configuration", "words/s", "vs HF batch 32", "peak RSS MB", "test F1 strict"]
-    ceilings = ", ".join(
-        f"{each.engine} {result[each.ratio_vs_ceiling]:.2f}x" for each in SPACY_PIPELINES if each.name not in skipped
-    )
+    header = [
+        "configuration",
+        "words/s",
+        "vs HF batch 32",
+        "peak RSS MB",
+        "test F1 strict",
+        "test F1, raw text (aggregation)",
+    ]
+    measured = [each for each in SPACY_PIPELINES if each.name not in skipped]
+    shares = [
+        "Share of the ceiling of the same backend: "
+        + ", ".join(f"{each.engine} {result[each.ratio_vs_ceiling]:.2f}x" for each in measured)
+    ]
+    pretokenized = [each for each in measured if each.ratio_vs_pretokenized in result]
+    if pretokenized:
+        shares.append(
+            "of the encoder alone on pre-tokenized batches: "
+            + ", ".join(f"{each.engine} {result[each.ratio_vs_pretokenized]:.2f}x" for each in pretokenized)
+        )
+    peers = [each for each in measured if each.ratio_vs_peer in result]
+    if peers:
+        shares.append(
+            "against HF optimum's pipeline of the same precision: "
+            + ", ".join(f"{each.engine} {result[each.ratio_vs_peer]:.2f}x" for each in peers)
+        )
     return (
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} torch threads, "
         f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"
         + md_table(header, rows)
-        + f"\n\nShare of the ceiling of the same backend: {ceilings}.\n"
+        + "\n\n"
+        + "; ".join(shares)
+        + ".\n"
     )
 
 
@@ -160,6 +203,11 @@ def summary(result: dict[str, Any]) -> str:
     text = f"spaCy {result[fp32.ratio_vs_hf]:.2f}x the HF pipeline at batch 32 (fp32), " + ", ".join(
         f"{result[each.ratio_vs_hf]:.2f}x in {each.engine}" for each in others if each.ratio_vs_hf in result
     )
+    peers = [each for each in SPACY_PIPELINES if each.ratio_vs_peer in result]
+    if peers:
+        text += "; against HF optimum: " + ", ".join(
+            f"{result[each.ratio_vs_peer]:.2f}x in {each.engine}" for each in peers
+        )
     skipped = result.get("skipped", {})
     return text + (f"; skipped: {', '.join(skipped)} (see above)" if skipped else "")
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,16 @@ HF_BASELINE = "hf_pipeline_bs32"
 
 @dataclass
 class Runner:
-    """One configuration, loaded: `run` processes the texts; `test_f1`, if it can score, is its test F1 (strict)."""
+    """One configuration, loaded: `run` processes the texts; `test_f1`, if it can score, is its test F1 (strict).
+
+    `prepare`, where there is one, gets the texts before the timed passes (what must stay out of them);
+    `raw_text_f1`, where there is one, scores the configuration on the test sentences' raw text.
+    """
 
     run: Callable[[list[str]], None]
     test_f1: Callable[[], float] | None = None
+    prepare: Callable[[list[str]], None] | None = None
+    raw_text_f1: Callable[[], dict[str, Any]] | None = None
 
 
 def spacy_runner(model: str, backend: str, gpu_id: int, test_docbin: str) -> Runner:
@@ -60,8 +67,11 @@ def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Runner:
     return Runner(run)
 
 
-def encoder_runner(encoder: str, backend: str, gpu_id: int) -> Runner:
-    """The bare encoder: every linear layer in int8 for the int8 backends (a bound for the pipeline's options)."""
+def encoder_runner(encoder: str, backend: str, gpu_id: int, pretokenized: bool = False) -> Runner:
+    """The bare encoder: every linear layer in int8 for the int8 backends (a bound for the pipeline's options).
+
+    pretokenized: the texts' batches are tokenized before the timed passes, which time the encoder alone.
+    """
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -87,14 +97,94 @@ def encoder_runner(encoder: str, backend: str, gpu_id: int) -> Runner:
             graph = build_graph(model, tokenizer, backend, [], Path(folder)).read_bytes()
         model = OnnxRuntimeEncoder(graph, *output_signature(model, tokenizer))
 
-    def run(texts: list[str]) -> None:
+    def batches(texts: list[str]) -> Iterator[Any]:
         ordered = sorted(texts, key=len)
-        with torch.inference_mode():
-            for start in range(0, len(ordered), ENCODER_BATCH):
-                batch = tokenizer(ordered[start : start + ENCODER_BATCH], padding=True, return_tensors="pt")
-                model(**batch.to(device))
+        for start in range(0, len(ordered), ENCODER_BATCH):
+            yield tokenizer(ordered[start : start + ENCODER_BATCH], padding=True, return_tensors="pt").to(device)
 
-    return Runner(run)
+    prepared: dict[int, list[Any]] = {}  # id of the texts' list -> its batches, tokenized before the passes
+
+    def prepare(texts: list[str]) -> None:
+        prepared[id(texts)] = list(batches(texts))
+
+    def run(texts: list[str]) -> None:
+        with torch.inference_mode():
+            for batch in prepared.get(id(texts)) or batches(texts):
+                model(**batch)
+
+    return Runner(run, prepare=prepare if pretokenized else None)
+
+
+def optimum_runner(hf_model: str, precision: str, test_docbin: str) -> Runner:
+    """The HF recipe's model as a new user speeds it up on a CPU: HF optimum's ONNX Runtime model, HF's pipeline.
+
+    fp32: the model exported by optimum (ORTModelForTokenClassification, export=True); int8: that
+    export through optimum's dynamic quantization, its avx512_vnni configuration, per channel.
+    ONNX Runtime gets torch's thread count, as the project's backends do. Its raw-text F1 is
+    scored with each aggregation strategy of the HF pipeline, the best reported.
+    """
+    import onnxruntime
+    import torch
+    from optimum.onnxruntime import AutoQuantizationConfig, ORTModelForTokenClassification, ORTQuantizer, pipeline
+    from transformers import AutoTokenizer
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    folder = tempfile.TemporaryDirectory(prefix="benchmark-optimum-")
+    with quiet_export():
+        model = ORTModelForTokenClassification.from_pretrained(hf_model, export=True, session_options=options)
+        if precision == "int8":
+            model.save_pretrained(folder.name)
+            quantizer = ORTQuantizer.from_pretrained(folder.name)
+            config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+            quantizer.quantize(save_dir=Path(folder.name) / "int8", quantization_config=config)
+            model = ORTModelForTokenClassification.from_pretrained(
+                Path(folder.name) / "int8", file_name="model_quantized.onnx", session_options=options
+            )
+    tokenizer = AutoTokenizer.from_pretrained(hf_model)
+    tagger = pipeline("token-classification", model=model, tokenizer=tokenizer, device=-1)
+
+    def run(texts: list[str]) -> None:
+        for _ in tagger(texts, aggregation_strategy=SPEED_AGGREGATION, batch_size=ENCODER_BATCH):
+            pass
+
+    def raw_text_f1() -> dict[str, Any]:
+        from scripts.benchmarks.hf_reference import AGGREGATIONS, hf_char_spans, read_gold_texts
+        from scripts.lib.raw_text import score_texts
+
+        golds = read_gold_texts(Path(test_docbin))
+        texts, gold = [each.text for each in golds], [each.entities for each in golds]
+        scores = {
+            strategy: score_texts(
+                texts,
+                gold,
+                [
+                    hf_char_spans(entities)
+                    for entities in tagger(texts, aggregation_strategy=strategy, batch_size=ENCODER_BATCH)
+                ],
+            )["f1"]
+            for strategy in AGGREGATIONS
+        }
+        best = max(scores, key=scores.__getitem__)
+        folder.cleanup()
+        return {"f1": scores[best], "best_aggregation": best, "by_aggregation": scores}
+
+    return Runner(run, raw_text_f1=raw_text_f1)
+
+
+@contextmanager
+def quiet_export() -> Iterator[None]:
+    """optimum's export and quantization log and warn about what is not for the benchmark's reader to act on."""
+    import logging
+    import warnings
+
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 # (the benchmark's options, the CUDA device or -1) -> the loaded configuration
@@ -111,8 +201,12 @@ def hf_pipeline(batch_size: int) -> RunnerFactory:
     return lambda options, gpu_id: hf_pipeline_runner(options["hf_model"], batch_size, gpu_id)
 
 
-def bare_encoder(backend: str) -> RunnerFactory:
-    return lambda options, gpu_id: encoder_runner(options["encoder"], backend, gpu_id)
+def bare_encoder(backend: str, pretokenized: bool = False) -> RunnerFactory:
+    return lambda options, gpu_id: encoder_runner(options["encoder"], backend, gpu_id, pretokenized)
+
+
+def optimum_pipeline(precision: str) -> RunnerFactory:
+    return lambda options, gpu_id: optimum_runner(options["hf_model"], precision, options["test_docbin"])
 
 
 @dataclass(frozen=True)
@@ -124,11 +218,16 @@ class SpeedConfiguration:
     on_gpu: bool = False
     # The HF pipelines run the recipe's model: their test F1 is the one scripts.benchmarks.hf_reference measured.
     f1_from_reference: bool = False
-    # The spaCy pipelines: the backend in words, and the keys of words/s over HF_BASELINE's and over the ceiling's.
+    # The spaCy pipelines: the backend in words, and the keys of words/s over HF_BASELINE's and over the ceiling's,
+    # over the encoder alone on pre-tokenized batches, and over HF optimum's pipeline of the same precision.
     engine: str = ""
     ratio_vs_hf: str = ""
     ceiling: str = ""
     ratio_vs_ceiling: str = ""
+    pretokenized: str = ""
+    ratio_vs_pretokenized: str = ""
+    peer: str = ""
+    ratio_vs_peer: str = ""
     # The optional extra of pyproject.toml that brings what it runs on, and the modules it checks for.
     extra: str = ""
     modules: tuple[str, ...] = ()
@@ -137,10 +236,21 @@ class SpeedConfiguration:
         return self.runner(options, options["gpu_id"] if self.on_gpu else -1)
 
     def missing_modules(self) -> list[str]:
-        return [name for name in self.modules if importlib.util.find_spec(name) is None]
+        return [name for name in self.modules if not module_installed(name)]
+
+
+def module_installed(name: str) -> bool:
+    """Whether `name` (dotted or not) can be imported; a missing parent package means no."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ModuleNotFoundError, ValueError):
+        return False
 
 
 ONNX_RUNTIME = {"extra": "onnx", "modules": ("onnxruntime", "onnx")}
+OPTIMUM = {"extra": "optimum", "modules": ("optimum.onnxruntime", "onnxruntime", "onnx")}
+# The aggregation of the HF pipeline rows' timed passes (each is scored with all of them).
+SPEED_AGGREGATION = "simple"
 
 
 CONFIGURATIONS = (
@@ -153,6 +263,8 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_vs_hf_bs32",
         ceiling="encoder_forward",
         ratio_vs_ceiling="ratio_vs_encoder",
+        pretokenized="encoder_forward_pretokenized",
+        ratio_vs_pretokenized="ratio_vs_encoder_pretokenized",
     ),
     SpeedConfiguration(
         "spacy_int8",
@@ -162,6 +274,8 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_int8_vs_hf_bs32",
         ceiling="encoder_forward_int8",
         ratio_vs_ceiling="ratio_int8_vs_encoder_int8",
+        pretokenized="encoder_forward_int8_pretokenized",
+        ratio_vs_pretokenized="ratio_int8_vs_encoder_int8_pretokenized",
     ),
     SpeedConfiguration(
         "spacy_onnx",
@@ -171,6 +285,10 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_onnx_vs_hf_bs32",
         ceiling="encoder_forward_onnx",
         ratio_vs_ceiling="ratio_onnx_vs_encoder_onnx",
+        pretokenized="encoder_forward_onnx_pretokenized",
+        ratio_vs_pretokenized="ratio_onnx_vs_encoder_onnx_pretokenized",
+        peer="optimum_onnx",
+        ratio_vs_peer="ratio_onnx_vs_optimum_onnx",
         **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
@@ -181,14 +299,36 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_onnx_int8_vs_hf_bs32",
         ceiling="encoder_forward_onnx_int8",
         ratio_vs_ceiling="ratio_onnx_int8_vs_encoder_onnx_int8",
+        pretokenized="encoder_forward_onnx_int8_pretokenized",
+        ratio_vs_pretokenized="ratio_onnx_int8_vs_encoder_onnx_int8_pretokenized",
+        peer="optimum_onnx_int8",
+        ratio_vs_peer="ratio_onnx_int8_vs_optimum_onnx_int8",
         **ONNX_RUNTIME,
     ),
     SpeedConfiguration("hf_pipeline_bs1", "HF pipeline, batch 1", hf_pipeline(1), on_gpu=True, f1_from_reference=True),
     SpeedConfiguration(HF_BASELINE, "HF pipeline, batch 32", hf_pipeline(32), on_gpu=True, f1_from_reference=True),
     SpeedConfiguration(
+        "optimum_onnx",
+        "HF optimum pipeline, ONNX Runtime fp32, batch 32",
+        optimum_pipeline("fp32"),
+        **OPTIMUM,
+    ),
+    SpeedConfiguration(
+        "optimum_onnx_int8",
+        "HF optimum pipeline, ONNX Runtime dynamic int8 (avx512_vnni, per channel), batch 32",
+        optimum_pipeline("int8"),
+        **OPTIMUM,
+    ),
+    SpeedConfiguration(
         "encoder_forward",
         "bare encoder forward, PyTorch fp32, length-sorted batches of 32 (ceiling)",
         bare_encoder("torch"),
+        on_gpu=True,
+    ),
+    SpeedConfiguration(
+        "encoder_forward_pretokenized",
+        "bare encoder forward, PyTorch fp32, pre-tokenized batches of 32",
+        bare_encoder("torch", pretokenized=True),
         on_gpu=True,
     ),
     SpeedConfiguration(
@@ -197,15 +337,32 @@ CONFIGURATIONS = (
         bare_encoder("torch-int8"),
     ),
     SpeedConfiguration(
+        "encoder_forward_int8_pretokenized",
+        "bare encoder forward, PyTorch int8, pre-tokenized batches of 32",
+        bare_encoder("torch-int8", pretokenized=True),
+    ),
+    SpeedConfiguration(
         "encoder_forward_onnx",
         "bare encoder forward, ONNX Runtime fp32, length-sorted batches of 32 (ceiling)",
         bare_encoder("onnx"),
         **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
+        "encoder_forward_onnx_pretokenized",
+        "bare encoder forward, ONNX Runtime fp32, pre-tokenized batches of 32",
+        bare_encoder("onnx", pretokenized=True),
+        **ONNX_RUNTIME,
+    ),
+    SpeedConfiguration(
         "encoder_forward_onnx_int8",
         "bare encoder forward, ONNX Runtime int8, length-sorted batches of 32 (ceiling)",
         bare_encoder("onnx-int8"),
+        **ONNX_RUNTIME,
+    ),
+    SpeedConfiguration(
+        "encoder_forward_onnx_int8_pretokenized",
+        "bare encoder forward, ONNX Runtime int8, pre-tokenized batches of 32",
+        bare_encoder("onnx-int8", pretokenized=True),
         **ONNX_RUNTIME,
     ),
 )

@@ -60,17 +60,18 @@ def chunk_sentences(sentences: Sequence[Chunk], max_tokens: int) -> list[Chunk]:
     return chunks
 
 
-def chunk_example(doc: Doc, chunk: Chunk, context_tokens: int) -> Example:
+def chunk_example(doc: Doc, chunk: Chunk, context_tokens: int, make_doc: Callable[[str], Doc] | None = None) -> Example:
     """The chunk with up to `context_tokens` tokens on each side whose entities are missing.
 
-    The predicted side holds the gold words, as the evaluation feeds them (scripts/workflow/evaluate.py),
-    so gold and predicted tokens line up one to one.
+    The chunk's text is its words joined by single spaces. Without `make_doc` the predicted side
+    holds the gold words, as the gold-words evaluation feeds them; with it (the pipeline's
+    tokenizer), the tokens a user's text gets, aligned to the gold by characters.
     """
     start, end = chunk
     first, last = max(0, start - context_tokens), min(len(doc), end + context_tokens)
     words = [token.text for token in doc[first:last]]
     spaces = [bool(token.whitespace_) for token in doc[first:last]]
-    spaces[-1] = False
+    spaces[-1] = False  # the text ends with its last word, as a user's does
     starts = [token.is_sent_start is True for token in doc[first:last]]
     starts[0] = True
     reference = Doc(doc.vocab, words=words, spaces=spaces, sent_starts=starts)
@@ -81,24 +82,30 @@ def chunk_example(doc: Doc, chunk: Chunk, context_tokens: int) -> Example:
     ]
     context = [Span(reference, 0, start - first), Span(reference, end - first, last - first)]
     reference.set_ents(entities, missing=[span for span in context if len(span)])
-    return Example(Doc(doc.vocab, words=words, spaces=spaces), reference)
+    predicted = Doc(doc.vocab, words=words, spaces=spaces) if make_doc is None else make_doc(reference.text)
+    return Example(predicted, reference)
 
 
-def document_examples(doc: Doc, max_tokens: int, context_tokens: int) -> list[Example]:
+def document_examples(
+    doc: Doc, max_tokens: int, context_tokens: int, make_doc: Callable[[str], Doc] | None = None
+) -> list[Example]:
     chunks = chunk_sentences(sentence_bounds(doc), max_tokens)
-    return [chunk_example(doc, chunk, context_tokens) for chunk in chunks]
+    return [chunk_example(doc, chunk, context_tokens, make_doc) for chunk in chunks]
 
 
 class ContextCorpus:
     """Examples of chunked documents from a DocBin, read anew at each call (once per epoch)."""
 
-    def __init__(self, path: Path, max_tokens: int, context_tokens: int, limit: int = 0) -> None:
+    def __init__(
+        self, path: Path, max_tokens: int, context_tokens: int, limit: int = 0, gold_preproc: bool = False
+    ) -> None:
         if max_tokens < 0 or context_tokens < 0:
             raise ContextCorpusError(
                 f"max_tokens ({max_tokens}) and context_tokens ({context_tokens}) must be 0 or more: "
                 "set them in the config's [corpora.train] block."
             )
         self.path, self.max_tokens, self.context_tokens, self.limit = Path(path), max_tokens, context_tokens, limit
+        self.gold_preproc = gold_preproc
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
         if not self.path.is_file():
@@ -106,18 +113,24 @@ class ContextCorpus:
                 f"{self.path}: no such DocBin. Make it with `spacy project run corpus`, or set paths.train."
             )
         docs = DocBin().from_disk(self.path).get_docs(nlp.vocab)
+        # Read when the examples are made: the tokenizer is the one initialisation left on nlp.
+        make_doc = None if self.gold_preproc else nlp.make_doc
         for count, doc in enumerate(docs, start=1):
-            yield from document_examples(doc, self.max_tokens, self.context_tokens)
+            yield from document_examples(doc, self.max_tokens, self.context_tokens, make_doc)
             if count == self.limit:
                 return
 
 
 @registry.readers(READER_NAME)
 def create_context_corpus(
-    path: Path, max_tokens: int = 128, context_tokens: int = 0, limit: int = 0
+    path: Path, max_tokens: int = 128, context_tokens: int = 0, limit: int = 0, gold_preproc: bool = False
 ) -> Callable[[Language], Iterable[Example]]:
-    """The config's `@readers = "en_bert_ner.ContextCorpus.v1"`."""
-    return ContextCorpus(path, max_tokens, context_tokens, limit)
+    """The config's `@readers = "en_bert_ner.ContextCorpus.v1"`.
+
+    gold_preproc as in spacy.Corpus.v1: false (the default) trains on the pipeline's tokenization of
+    each chunk's text, what inference sees; true on the gold words.
+    """
+    return ContextCorpus(path, max_tokens, context_tokens, limit, gold_preproc)
 
 
 Batcher = Callable[[Iterable[Example]], Iterator[list[Example]]]

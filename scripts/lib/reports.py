@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +34,36 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequ
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
+# The packages whose versions decide the speed figures, as pip names them.
+SPEED_PACKAGES = ("torch", "onnxruntime", "spacy", "spacy-transformers", "transformers", "thinc", "numpy")
+
+
+def package_versions(packages: Sequence[str] = SPEED_PACKAGES) -> str:
+    """'torch 2.13.0+cpu, onnxruntime 1.32.0, ...' (from the installed metadata; nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for package in packages:
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return ", ".join(versions)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return multiprocessing.cpu_count()
+
+
 def machine_description() -> str:
-    """CPU model and its vector instructions (Linux), core count and platform: the speeds mean little without them."""
+    """CPU model and its vector instructions (Linux), cores, platform and the versions that decide the speed.
+
+    The speeds mean little without them: two CPUs sold under one model name can differ in the
+    instructions that ONNX Runtime's and PyTorch's kernels use, and so in speed.
+    """
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     names = [line for line in lines if line.startswith("model name")]
@@ -42,7 +71,10 @@ def machine_description() -> str:
     flag_lines = [line for line in lines if line.startswith("flags")]
     present = set(flag_lines[0].split(":", 1)[1].split()) if flag_lines else set()
     flags = " ".join(flag for flag in SPEED_FLAGS if flag in present) or "none of " + " ".join(SPEED_FLAGS)
-    return f"{cpu} (flags: {flags}), {multiprocessing.cpu_count()} CPU cores, {platform.platform()}"
+    return (
+        f"{cpu} (flags: {flags}), {usable_cores()} CPU cores, {platform.platform()}; "
+        f"Python {platform.python_version()}, {package_versions()}"
+    )
 
 
 def write_json_and_markdown(output: Path, result: dict[str, Any], markdown: str) -> None:

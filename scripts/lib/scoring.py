@@ -198,6 +198,46 @@ def score_iob2(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
     }
 
 
+LabelledSpan = tuple[int, int, str]  # start, end (exclusive), type: token indices or character offsets
+
+
+def precision_recall_f1(correct: int, predicted: int, gold: int) -> dict[str, float]:
+    """Zero, not a warning, where a denominator is zero (as score_iob2)."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def score_span_sets(gold: Sequence[set[LabelledSpan]], predicted: Sequence[set[LabelledSpan]]) -> dict[str, Any]:
+    """Exact-match entity scores over one set of spans per unit (sentence or text), shaped as score_iob2's.
+
+    A prediction counts when a gold span of its unit has the same start, end and type: on the
+    spans of strict_spans this is seqeval's strict IOB2 mode; on character offsets it scores text.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold units against {len(predicted)} predicted ones: pair them one to one.")
+    counts: dict[str, Counter[str]] = {"correct": Counter(), "predicted": Counter(), "gold": Counter()}
+    for gold_spans, predicted_spans in zip(gold, predicted, strict=True):
+        counts["correct"].update(label for _, _, label in gold_spans & predicted_spans)
+        counts["predicted"].update(label for _, _, label in predicted_spans)
+        counts["gold"].update(label for _, _, label in gold_spans)
+    labels = label_order(list(counts["gold"] | counts["predicted"]))
+    per_type = {
+        label: {
+            **precision_recall_f1(counts["correct"][label], counts["predicted"][label], counts["gold"][label]),
+            "support": counts["gold"][label],
+        }
+        for label in labels
+    }
+    totals = {name: sum(counter.values()) for name, counter in counts.items()}
+    return {
+        **precision_recall_f1(totals["correct"], totals["predicted"], totals["gold"]),
+        "support": totals["gold"],
+        "per_type": per_type,
+    }
+
+
 def score_spacy(gold_docs: Sequence[Doc], predicted_docs: Sequence[Doc]) -> dict[str, float]:
     """spaCy's entity scores (what `spacy evaluate` reports) over whole Docs, not split into sentences."""
     examples = [Example(predicted, gold) for gold, predicted in zip(gold_docs, predicted_docs, strict=True)]
@@ -279,6 +319,8 @@ class Evaluation:
     errors: ErrorSummary
     # The <split>.json payload.
     results: dict[str, Any]
+    # The pipeline's Docs over the gold words, one per gold doc (their entities carry any scores).
+    predicted_docs: list[Doc] = field(default_factory=list)
 
 
 def evaluate(nlp: Language, gold_docs: Sequence[Doc], batch_size: int = BATCH_SIZE) -> Evaluation:
@@ -303,4 +345,4 @@ def evaluate(nlp: Language, gold_docs: Sequence[Doc], batch_size: int = BATCH_SI
         "spacy_version": spacy.__version__,
         "errors": errors.to_json(),
     }
-    return Evaluation(sentences, errors, results)
+    return Evaluation(sentences, errors, results, predicted_docs)

@@ -22,6 +22,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
+from scripts.components import entity_scores  # noqa: F401  (registers Span._.score: None for a pipeline without scores)
 from scripts.lib.atomic import atomic_stream, temporary_path
 
 STDIO = "-"
@@ -334,7 +335,11 @@ def atomic_output(output_path: str) -> Iterator[OutputFile]:
 
 
 def entity_records(doc: Doc) -> list[dict[str, Any]]:
-    return [{"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text} for ent in doc.ents]
+    """Each entity's character offsets, label, text and score (None where the pipeline has no entity_scores)."""
+    return [
+        {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text, "score": ent._.score}
+        for ent in doc.ents
+    ]
 
 
 # Valid inside a JSON string, but line breaks to str.splitlines() and other line readers: written escaped,

@@ -48,7 +48,15 @@ SUCCESS_FILE = "_SUCCESS"
 JSONL_EXTENSIONS = ["jsonl", "ndjson", "json", "jsonl.gz", "ndjson.gz", "json.gz", "jsonl.zst", "jsonl.bz2"]
 PARQUET_EXTENSIONS = ["parquet"]
 ENTITY_TYPE = pa.list_(
-    pa.struct([("start", pa.int64()), ("end", pa.int64()), ("label", pa.string()), ("text", pa.string())])
+    pa.struct(
+        [
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("label", pa.string()),
+            ("text", pa.string()),
+            ("score", pa.float64()),
+        ]
+    )
 )
 # spaCy's default nlp.max_length; rows with longer texts go to the errors output.
 SPACY_MAX_LENGTH = 1_000_000

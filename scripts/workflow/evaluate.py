@@ -1,7 +1,8 @@
 """Score an NER pipeline on a gold DocBin made by scripts.workflow.corpus; write the metrics and the report.
 
 The scoring is scripts.lib.scoring (seqeval strict IOB2 as the primary metric, seqeval's default
-mode and spaCy's scorer beside it); the files written to OUTPUT_DIR are described in
+mode and spaCy's scorer beside it), on the gold words; scripts.lib.raw_text scores the same gold
+passed as text (what a user gets). The files written to OUTPUT_DIR are described in
 scripts.workflow.evaluation_report.
 """
 
@@ -15,8 +16,10 @@ from wasabi import msg
 
 from scripts.components.encoder_backend import TORCH
 from scripts.lib import pipeline_loading
+from scripts.lib.calibration import evaluate_calibration, scorer_name
 from scripts.lib.cli import fail
 from scripts.lib.conll import SPLITS
+from scripts.lib.raw_text import evaluate_raw_text, gold_texts
 from scripts.lib.reports import percent
 from scripts.lib.scoring import BATCH_SIZE, Evaluation, EvaluationError, evaluate, load_gold_docs
 from scripts.workflow.evaluation_report import WORST_SENTENCES, write_outputs
@@ -38,7 +41,13 @@ def run_evaluation(
     nlp = pipeline_loading.load_pipeline(model, gpu_id, backend)
     gold_docs = load_gold_docs(gold_path, nlp.vocab)
     msg.info(f"Evaluating {model} on {gold_path}: {len(gold_docs):,} docs")
+    # What a user gets: the same gold passed as text, through the pipeline's own tokenizer. Rebuilt
+    # first, so that a gold text that cannot be rebuilt stops the run before the long passes.
+    golds = gold_texts(gold_docs, str(gold_path))
     evaluation = evaluate(nlp, gold_docs, batch_size)
+    if scorer_name(nlp) is not None:
+        evaluation.results["calibration"] = evaluate_calibration(gold_docs, evaluation.predicted_docs)
+    evaluation.results["raw_text"] = evaluate_raw_text(nlp, golds, batch_size)
     device = "the CPU" if gpu_id < 0 else f"GPU {gpu_id}"
     # "int8" as before the backend option: whether the encoder ran in int8.
     context = {"model": model, "split": split, "gold": str(gold_path), "device": device, "backend": backend}
@@ -55,9 +64,16 @@ def print_summary(split: str, results: dict[str, Any]) -> None:
             ("seqeval strict", results["seqeval_strict"], ("precision", "recall", "f1")),
             ("seqeval default", results["seqeval_default"], ("precision", "recall", "f1")),
             ("spaCy", results["spacy"], ("ents_p", "ents_r", "ents_f")),
+            ("raw text, char spans", results["raw_text"], ("precision", "recall", "f1")),
         )
     ]
     msg.table(rows, header=[split, "P", "R", "F1"], aligns=["l", "r", "r", "r"], divider=True)
+    if "calibration" in results:
+        calibration, confident = results["calibration"], results["calibration"]["at"]["0.9"]
+        msg.info(
+            f"Entity scores: ECE {calibration['ece']:.3f}, Brier {calibration['brier']:.3f}; scored >= 0.9: "
+            f"precision {percent(confident['precision'])}, {percent(confident['coverage'])} of the entities"
+        )
     msg.info(
         f"{results['n_sentences']:,} sentences, {results['n_tokens']:,} tokens, "
         f"{results['words_per_second']:,.0f} words/s ({results['seconds']:.1f} s)"

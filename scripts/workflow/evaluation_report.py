@@ -5,7 +5,8 @@ Into OUTPUT_DIR:
 - `report.md`: Markdown tables for every `<split>.json` in OUTPUT_DIR (dev and test);
 - `<split>_per_type.png`: per-type precision, recall and F1 (strict);
 - `<split>_errors.md`: error kinds, type confusions, most frequent missed and spurious strings;
-- `<split>_worst.html`: displaCy view of the sentences with the most errors, gold beside predicted.
+- `<split>_worst.html`: displaCy view of the sentences with the most errors, gold beside predicted;
+- `<split>_reliability.png`: the reliability diagram of the entity scores, when the pipeline has them.
 """
 
 from __future__ import annotations
@@ -54,16 +55,19 @@ def render_split(split: str, results: dict[str, Any]) -> str:
             ["seqeval strict, IOB2 (primary)", *(percent(strict[key]) for key in ("precision", "recall", "f1"))],
             ["seqeval default (conlleval-like)", *(percent(default[key]) for key in ("precision", "recall", "f1"))],
             ["spaCy scorer (whole docs)", *(percent(spacy_scores[key]) for key in ("ents_p", "ents_r", "ents_f"))],
+            *raw_text_rows(results),
         ],
     )
+    raw_per_type = results["raw_text"]["per_type"] if "raw_text" in results else {}
     per_type = md_table(
-        ["type", "support", "strict P", "strict R", "strict F1", "default P", "default R", "default F1"],
+        ["type", "support", "strict P", "strict R", "strict F1", "default P", "default R", "default F1", "raw-text F1"],
         [
             [
                 label,
                 f"{scores['support']:,}",
                 *(percent(scores[key]) for key in ("precision", "recall", "f1")),
                 *(percent(default["per_type"][label][key]) for key in ("precision", "recall", "f1")),
+                percent(raw_per_type[label]["f1"]) if label in raw_per_type else "n/a",
             ]
             for label, scores in strict["per_type"].items()
         ],
@@ -76,12 +80,14 @@ def render_split(split: str, results: dict[str, Any]) -> str:
             f"{results['n_gold_entities']:,} gold entities.",
             "### Overall (micro, %)",
             overall,
+            raw_text_note(results),
             "### Per type (%)",
             per_type,
             f"![per-type scores on {split}]({split}_per_type.png)",
             "### Speed",
             f"{results['words_per_second']:,.0f} words per second: {results['n_tokens']:,} tokens in "
             f"{results['seconds']:.1f} s of `nlp.pipe` on {results['device']}, batch size {results['batch_size']}.",
+            *calibration_section(split, results),
             "### Errors (strict entities)",
             error_kinds_table(results["errors"]["kinds"]),
             f"Type confusions and the most frequent missed and spurious strings: [{split}_errors.md]"
@@ -90,10 +96,97 @@ def render_split(split: str, results: dict[str, Any]) -> str:
     )
 
 
+def calibration_section(split: str, results: dict[str, Any]) -> list[str]:
+    """The entity scores against the gold (scripts.lib.calibration): summary, thresholds, reliability diagram."""
+    calibration = results.get("calibration")
+    if calibration is None:
+        return []
+    summary = (
+        f"Each of the {calibration['entities']:,} predicted entities has a score, the probability that it is "
+        f"exactly right (span and type); {calibration['correct']:,} are. Expected calibration error "
+        f"{calibration['ece']:.3f} (10 equal-width bins), Brier score {calibration['brier']:.3f}, mean score "
+        f"{calibration['mean_score']:.3f} against a share right of {calibration['share_right']:.3f}."
+    )
+    thresholds = md_table(
+        ["keep entities scored >=", "kept", "precision", "recall", "coverage"],
+        [
+            [
+                f"{row['threshold']:g}",
+                f"{row['kept']:,}",
+                *(percent(row[key]) for key in ("precision", "recall", "coverage")),
+            ]
+            for row in calibration["by_threshold"]
+        ],
+        numeric=[1, 2, 3, 4],
+    )
+    return [
+        "### Entity scores",
+        summary,
+        "Precision, recall and coverage (share of the predicted entities kept) by threshold (%), to pick one:",
+        thresholds,
+        f"![reliability diagram on {split}]({split}_reliability.png)",
+    ]
+
+
+def plot_reliability(split: str, calibration: dict[str, Any], path: Path) -> None:
+    """Share right against mean score per score bin, with the diagonal of perfect calibration, saved as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    bins = [row for row in calibration["bins"] if row["count"]]
+    figure = Figure(figsize=(4.8, 4.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    axes.bar(
+        [row["low"] for row in bins],
+        [row["accuracy"] for row in bins],
+        width=0.1,
+        align="edge",
+        edgecolor="black",
+        alpha=0.6,
+        label="share right, per bin",
+    )
+    axes.plot([row["mean_score"] for row in bins], [row["accuracy"] for row in bins], "o", color="black", markersize=4)
+    for row in bins:
+        axes.annotate(f"{row['count']:,}", (row["low"] + 0.05, 0.02), ha="center", fontsize=6, rotation=90)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("entity score")
+    axes.set_ylabel("share exactly right")
+    axes.set_title(f"{split}: ECE {calibration['ece']:.3f}, {calibration['entities']:,} entities", fontsize=9)
+    axes.legend(loc="upper left", fontsize=7, frameon=False)
+    with atomic_target(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+
+
+RAW_TEXT_SCORER = "raw text, exact character spans (what a user gets)"
+
+
+def raw_text_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The raw-text row of the overall table; none for metrics written before raw text was scored."""
+    if "raw_text" not in results:
+        return []
+    raw = results["raw_text"]
+    return [[RAW_TEXT_SCORER, *(percent(raw[key]) for key in ("precision", "recall", "f1"))]]
+
+
+def raw_text_note(results: dict[str, Any]) -> str:
+    if "raw_text" not in results:
+        return "No raw-text scores in this file: rerun `spacy project run evaluate`."
+    raw = results["raw_text"]
+    return (
+        f"Raw text: each gold text rebuilt from its tokens, joined by single spaces, and passed as a string; "
+        f"the pipeline's tokenizer cut {raw['retokenized_texts']:,} of the {raw['n_texts']:,} texts into other "
+        f"tokens than the gold words. {raw['n_predicted_entities']:,} entities predicted; gold-words F1 minus "
+        f"raw-text F1: {100 * (results['seqeval_strict']['f1'] - raw['f1']):+.2f} points."
+    )
+
+
 def render_report(all_results: dict[str, dict[str, Any]]) -> str:
     """report.md over the results of every split evaluated into the folder."""
     summary = md_table(
-        ["split", "sentences", "strict F1", "default F1", "spaCy F", "words/s"],
+        ["split", "sentences", "strict F1", "default F1", "spaCy F", "raw-text F1", "words/s"],
         [
             [
                 split,
@@ -101,6 +194,7 @@ def render_report(all_results: dict[str, dict[str, Any]]) -> str:
                 percent(r["seqeval_strict"]["f1"]),
                 percent(r["seqeval_default"]["f1"]),
                 percent(r["spacy"]["ents_f"]),
+                percent(r["raw_text"]["f1"]) if "raw_text" in r else "n/a",
                 f"{r['words_per_second']:,.0f}",
             ]
             for split, r in all_results.items()
@@ -112,7 +206,10 @@ def render_report(all_results: dict[str, dict[str, Any]]) -> str:
         "must open with B-) and the default, conlleval-like mode. Predictions made from `doc.ents` are always "
         "valid IOB2, so the two modes agree on them. spaCy's scorer counts the same predictions over whole Docs. "
         "Document-mode Docs are split back into their gold sentences; a predicted entity running over a "
-        "sentence start counts as one entity per sentence."
+        "sentence start counts as one entity per sentence. All of these hand the pipeline the gold words. "
+        "The raw-text score hands it text instead, as a user does: each gold Doc's tokens joined by single "
+        "spaces, cut by the pipeline's own tokenizer, entities compared with the gold by exact character "
+        "span and type (strict); a document-mode Doc is one text."
     )
     return "\n\n".join([intro, summary, *(render_split(split, r) for split, r in all_results.items())]) + "\n"
 
@@ -145,10 +242,23 @@ def render_errors(split: str, results: dict[str, Any]) -> str:
                 f"## Most frequent spurious strings (false positives, top {TOP_STRINGS})",
                 "Every prediction not in the gold.",
                 strings(errors["false_positives"]) if errors["false_positives"] else "None.",
+                *raw_text_error_sections(results, strings),
             ]
         )
         + "\n"
     )
+
+
+def raw_text_error_sections(results: dict[str, Any], strings: Any) -> list[str]:
+    if "raw_text" not in results:
+        return []
+    errors = results["raw_text"]["errors"]
+    return [
+        f"## Raw text: most frequent missed and spurious strings (top {TOP_STRINGS} each)",
+        "The same gold passed as text through the pipeline's tokenizer, entities compared by character span.",
+        strings(errors["false_negatives"]) if errors["false_negatives"] else "None missed.",
+        strings(errors["false_positives"]) if errors["false_positives"] else "None spurious.",
+    ]
 
 
 def displacy_html(sentence: SentencePair, tags: Sequence[str]) -> str:
@@ -242,5 +352,8 @@ def write_outputs(output_dir: Path, split: str, evaluation: Evaluation, worst: i
     plot_per_type(split, results, paths["chart"])
     write_text_atomic(paths["errors"], render_errors(split, results))
     write_text_atomic(paths["worst"], render_worst(split, results["model"], evaluation, worst))
+    if "calibration" in results:
+        paths["reliability"] = output_dir / f"{split}_reliability.png"
+        plot_reliability(split, results["calibration"], paths["reliability"])
     write_text_atomic(paths["report"], render_report(split_results(output_dir)))
     return list(paths.values())

@@ -16,9 +16,12 @@ from typing import Any
 import typer
 from spacy.cli._util import parse_config_overrides
 from spacy.cli.train import train as spacy_train
+from spacy.util import load_config
 from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
+from scripts.lib.calibration import CalibrationError
+from scripts.lib.calibration_fit import calibrate_pipeline
 from scripts.lib.cli import fail
 from scripts.lib.preflight import PreflightError, check_gpu, resolve_encoder
 from scripts.lib.training_run import TRAIN_LOG_NAME, TRAIN_STATS_NAME
@@ -87,6 +90,24 @@ def main(
     # spaCy's log file has no times: the benchmarks read the wall time from here.
     stats = {"seconds": time.perf_counter() - started, "encoder": model, "gpu_id": gpu_id}
     write_text_atomic(output_dir / TRAIN_STATS_NAME, json.dumps(stats, indent=2) + "\n")
+    calibrate_best(output_dir / "model-best", overrides)
+
+
+def calibrate_best(model_dir: Path, overrides: dict[str, Any]) -> None:
+    """Fit the entity scores' calibration of model-best on the dev split it was chosen on, read as raw text."""
+    dev_path = Path(overrides.get("paths.dev") or load_config(model_dir / "config.cfg")["paths"]["dev"])
+    msg.info(f"Calibrating the entity scores of {model_dir} on {dev_path}")
+    try:
+        calibration = calibrate_pipeline(model_dir, dev_path)
+    except CalibrationError as err:
+        fail("Cannot calibrate the entity scores", str(err))
+    if calibration is None:
+        msg.info("The pipeline has no entity_scores component: nothing to calibrate")
+    else:
+        msg.good(
+            f"Entity scores calibrated on {dev_path}: sigmoid({calibration.slope:.3f} * logit(raw) "
+            f"{calibration.intercept:+.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,15 @@ from scripts.benchmarks.speed_configurations import CONFIGURATIONS
 from tests.benchmarks.test_hf_reference import train_reference_on_fixture
 from tests.conftest import PROJECT_DIR, WorkflowRun, flat, run
 
-ONNX_ROWS = {"spacy_onnx", "spacy_onnx_int8", "encoder_forward_onnx", "encoder_forward_onnx_int8"}
+ONNX_ROWS = {
+    "spacy_onnx",
+    "spacy_onnx_int8",
+    "encoder_forward_onnx",
+    "encoder_forward_onnx_int8",
+    "encoder_forward_onnx_pretokenized",
+    "encoder_forward_onnx_int8_pretokenized",
+}
+OPTIMUM_ROWS = {"optimum_onnx", "optimum_onnx_int8"}
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +40,39 @@ def speed_command(workflow: WorkflowRun, recipe: Path, encoder: Path, output: Pa
     ]  # fmt: skip
 
 
-def test_without_onnx_runtime_its_rows_are_skipped_with_the_extra_named(monkeypatch):
+def hide_modules(monkeypatch, *hidden: str) -> None:
+    """importlib.util.find_spec as on an install without these packages (a missing parent raises, as it does)."""
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a)
-    )
+
+    def find_spec(name, *args):
+        if name.split(".")[0] in hidden:
+            if "." in name:
+                raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+            return None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_without_onnx_runtime_its_rows_are_skipped_with_the_extra_named(monkeypatch):
+    hide_modules(monkeypatch, "onnxruntime")
     skipped = speed_benchmark.skipped_configurations()
-    assert set(skipped) == ONNX_ROWS
-    assert all("onnxruntime not installed: the onnx extra brings it" in reason for reason in skipped.values())
+    assert set(skipped) == ONNX_ROWS | OPTIMUM_ROWS
+    assert all("onnxruntime not installed: the onnx extra brings it" in skipped[name] for name in ONNX_ROWS)
+    assert all("onnxruntime not installed: the optimum extra brings it" in skipped[name] for name in OPTIMUM_ROWS)
     assert {each.name for each in CONFIGURATIONS if not each.modules} == {
         each.name for each in CONFIGURATIONS
-    } - ONNX_ROWS
+    } - ONNX_ROWS - OPTIMUM_ROWS
+
+
+def test_without_optimum_only_its_rows_are_skipped(monkeypatch):
+    hide_modules(monkeypatch, "optimum")
+    skipped = speed_benchmark.skipped_configurations()
+    assert set(skipped) == OPTIMUM_ROWS
+    assert all(
+        "optimum.onnxruntime not installed: the optimum extra brings it (`pip install -e '.[optimum]'`)" in reason
+        for reason in skipped.values()
+    )
 
 
 @pytest.mark.slow
@@ -57,7 +87,7 @@ def test_speed_benchmark_without_the_onnx_extra_runs_the_other_rows(tmp_path, ti
     command = speed_command(workflow, recipe, tiny_bert, output, "--repetitions", "1", "--limit", "6")
     printed = run([sys.executable, *command], PROJECT_DIR, env)
     speed = json.loads(output.read_text())
-    assert set(speed["skipped"]) == ONNX_ROWS and not ONNX_ROWS & set(speed["runs"])
+    assert set(speed["skipped"]) == ONNX_ROWS | OPTIMUM_ROWS and not ONNX_ROWS & set(speed["runs"])
     assert speed["spacy_words_per_s"] > 0 and "ratio_onnx_vs_hf_bs32" not in speed
     assert "spacy_onnx: skipped, onnxruntime and onnx not installed: the onnx extra brings them" in flat(printed)
     table = output.with_suffix(".md").read_text()
@@ -83,6 +113,12 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
         "encoder_forward_int8_words_per_s",
         "encoder_forward_onnx_words_per_s",
         "encoder_forward_onnx_int8_words_per_s",
+        "encoder_forward_onnx_pretokenized_words_per_s",
+        "encoder_forward_onnx_int8_pretokenized_words_per_s",
+        "encoder_forward_pretokenized_words_per_s",
+        "encoder_forward_int8_pretokenized_words_per_s",
+        "optimum_onnx_words_per_s",
+        "optimum_onnx_int8_words_per_s",
     ):
         assert speed[key] > 0, key
     assert speed["ratio_vs_hf_bs32"] == pytest.approx(
@@ -97,6 +133,16 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     assert speed["ratio_onnx_vs_encoder_onnx"] == pytest.approx(
         speed["spacy_onnx_words_per_s"] / speed["encoder_forward_onnx_words_per_s"]
     )
+    assert speed["ratio_onnx_int8_vs_optimum_onnx_int8"] == pytest.approx(
+        speed["spacy_onnx_int8_words_per_s"] / speed["optimum_onnx_int8_words_per_s"]
+    )
+    assert speed["ratio_onnx_vs_encoder_onnx_pretokenized"] == pytest.approx(
+        speed["spacy_onnx_words_per_s"] / speed["encoder_forward_onnx_pretokenized_words_per_s"]
+    )
+    for name in OPTIMUM_ROWS:
+        raw_text = speed["runs"][name]["test_f1_raw_text"]
+        assert raw_text["best_aggregation"] in {"simple", "first", "average", "max"}
+        assert raw_text["f1"] == max(raw_text["by_aggregation"].values()) and 0.0 <= raw_text["f1"] <= 1.0
     assert speed["n_texts"] == 12 and "CPU cores" in speed["machine"] and speed["skipped"] == {}
     assert all(len(run["seconds"]) == 2 and run["peak_rss_mb"] > 0 for run in speed["runs"].values())
     reference = json.loads((recipe / "hf" / "reference.json").read_text())
@@ -114,3 +160,7 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     table = output.with_suffix(".md").read_text()
     assert "| spaCy pipeline, ONNX Runtime int8 (backend onnx-int8) |" in table and "Share of the ceiling" in table
     assert "| bare encoder forward, ONNX Runtime fp32, length-sorted batches of 32 (ceiling) |" in table
+    assert "| bare encoder forward, ONNX Runtime int8, pre-tokenized batches of 32 |" in table
+    assert "| HF optimum pipeline, ONNX Runtime dynamic int8 (avx512_vnni, per channel), batch 32 |" in table
+    assert "against HF optimum's pipeline of the same precision: ONNX Runtime fp32" in table
+    assert "onnxruntime 1.32.0" in speed["machine"] and "torch " in speed["machine"]

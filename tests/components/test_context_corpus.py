@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import spacy
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import Doc, DocBin, Span
 from spacy.util import load_config, registry
 
 from scripts.components.context_corpus import (
@@ -60,8 +60,9 @@ def trained_sentences(examples) -> list[tuple[tuple[str, ...], tuple[tuple[int, 
     return sentences
 
 
-def read(corpus: Path, max_tokens: int, context_tokens: int = 0) -> list:
-    return list(ContextCorpus(corpus / "train.spacy", max_tokens, context_tokens)(spacy.blank("en")))
+def read(corpus: Path, max_tokens: int, context_tokens: int = 0, gold_preproc: bool = True) -> list:
+    reader = ContextCorpus(corpus / "train.spacy", max_tokens, context_tokens, gold_preproc=gold_preproc)
+    return list(reader(spacy.blank("en")))
 
 
 def test_sentences_join_into_chunks_up_to_the_limit():
@@ -79,6 +80,51 @@ def test_every_sentence_is_trained_on_once_and_none_dropped(corpora, max_tokens)
         sentence_lengths = [len(sent) for sent in example.reference.sents]
         assert len(example) <= max_tokens or len(sentence_lengths) == 1
         assert [t.text for t in example.predicted] == [t.text for t in example.reference]
+
+
+@pytest.mark.parametrize("mode", list(DocMode))
+@pytest.mark.parametrize("context_tokens", [0, 5])
+def test_without_gold_preproc_the_predicted_side_is_the_tokenizers(corpora, mode, context_tokens):
+    """What inference sees: each chunk's text through the tokenizer; the gold side and what is trained on unchanged."""
+    tokenized = read(corpora[mode], 48, context_tokens, gold_preproc=False)
+    gold = read(corpora[mode], 48, context_tokens)
+    tokenizer = spacy.blank("en").tokenizer
+    assert [eg.reference.to_json() for eg in tokenized] == [eg.reference.to_json() for eg in gold]
+    for example in tokenized:
+        assert example.predicted.text == example.reference.text == " ".join(t.text for t in example.reference)
+        assert [t.text for t in example.predicted] == [t.text for t in tokenizer(example.reference.text)]
+    assert any(len(eg.predicted) > len(eg.reference) for eg in tokenized)  # the fixture's "2-1" is cut in three
+    assert trained_sentences(tokenized) == gold_sentences(corpora[mode])
+
+
+def hyphenated_entity_docbin(path: Path) -> Path:
+    """One document: "Reuters" as context, then "AL-AIN beat Hewlett-Packard ." with a LOC and an ORG."""
+    vocab = spacy.blank("en").vocab
+    words = ["Reuters", ".", "AL-AIN", "beat", "Hewlett-Packard", "."]
+    doc = Doc(vocab, words=words, sent_starts=[True, False, True, False, False, False])
+    doc.ents = [Span(doc, 2, 3, "LOC"), Span(doc, 4, 5, "ORG")]
+    DocBin(docs=[doc]).to_disk(path)
+    return path
+
+
+def test_an_entity_the_tokenizer_cuts_is_learnt_over_its_pieces(tmp_path):
+    path = hyphenated_entity_docbin(tmp_path / "train.spacy")
+    (context, target) = list(ContextCorpus(path, 0, 2, gold_preproc=False)(spacy.blank("en")))
+    assert [t.text for t in target.predicted] == [
+        "Reuters",
+        ".",
+        "AL",
+        "-",
+        "AIN",
+        "beat",
+        "Hewlett",
+        "-",
+        "Packard",
+        ".",
+    ]
+    tags = [None, None, "B-LOC", "I-LOC", "L-LOC", "O", "B-ORG", "I-ORG", "L-ORG", "O"]
+    assert target.get_aligned_ner() == tags  # the context before the sentence is missing (None), not O
+    assert context.get_aligned_ner() == ["O", "O", None, None, None, None]  # "AL-AIN beat" after it, in three
 
 
 def test_chunks_carry_neighbouring_sentences(corpora):

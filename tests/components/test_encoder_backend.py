@@ -317,3 +317,194 @@ def test_no_warning_from_the_exporter_reaches_the_user(saved_pipeline, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(saved_pipeline, "onnx-int8", cache_dir=str(tmp_path / "fresh"))(TEXTS[0])
+
+
+# --- batched inference -------------------------------------------------------------
+
+LONG_TEXT = " ".join(["Germany beat Japan 3-1 in Tokyo on Sunday , Reuters reported ."] * 30)
+# Odd whitespace, tokens that touch, accents and ligatures, a text of one token, an empty text, a long one.
+HARD_TEXTS = [
+    *TEXTS,
+    "a  b\n\nc   d",
+    "  leading and trailing spaces  ",
+    "U.S.-based naïve café ﬁne\tdone",
+    "x",
+    "",
+    LONG_TEXT,
+]
+NER_LISTENER = {
+    "model": {
+        "@architectures": "spacy.TransitionBasedParser.v2",
+        "state_type": "ner",
+        "extra_state_tokens": False,
+        "hidden_width": 32,
+        "maxout_pieces": 2,
+        "use_upper": False,
+        "nO": None,
+        "tok2vec": {
+            "@architectures": "spacy-transformers.TransformerListener.v1",
+            "grad_factor": 1.0,
+            "upstream": "*",
+            "pooling": {"@layers": "reduce_mean.v1"},
+        },
+    }
+}
+
+
+def ner_pipeline(path: Path, tiny_bert: Path, cache_dir: Path, order: tuple[str, ...]) -> Path:
+    """transformer + a NER listening to it + encoder_backend, initialised (random weights, four labels) and saved.
+
+    The transformer's windows are short (8 tokens, stride 6), so that the long text spans several.
+    """
+    from spacy.training import Example
+
+    nlp = spacy.blank("en")
+    for name in order:
+        if name == "transformer":
+            nlp.add_pipe(
+                "transformer",
+                config={
+                    "model": {
+                        "name": str(tiny_bert),
+                        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 8, "stride": 6},
+                    }
+                },
+            )
+        elif name == "ner":
+            nlp.add_pipe("ner", config=NER_LISTENER)
+        else:
+            nlp.add_pipe("encoder_backend", config={"cache_dir": str(cache_dir)})
+    doc = nlp.make_doc("Angela Merkel met Emmanuel Macron in Paris for the EU .")
+    entities = {"entities": [(0, 13, "PER"), (18, 33, "PER"), (37, 42, "LOC"), (51, 53, "ORG"), (47, 50, "MISC")]}
+    nlp.initialize(lambda: [Example.from_dict(doc, entities)])
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved_ner_pipeline(tmp_path_factory, tiny_bert, cache_dir) -> Path:
+    return ner_pipeline(
+        tmp_path_factory.mktemp("ner") / "pipeline", tiny_bert, cache_dir, ("transformer", "ner", "encoder_backend")
+    )
+
+
+def entity_lists(nlp, texts: list[str]) -> list[list[tuple[int, int, str]]]:
+    return [[(ent.start, ent.end, ent.label_) for ent in doc.ents] for doc in nlp.pipe(texts)]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "onnx-int8"])
+def test_batched_inference_finds_the_entities_of_spacy_transformers(saved_ner_pipeline, backend):
+    unbatched = load(saved_ner_pipeline, backend, batched_inference=False)
+    batched = load(saved_ner_pipeline, backend)
+    assert batched.get_pipe("encoder_backend").batched and not unbatched.get_pipe("encoder_backend").batched
+    assert type(batched.get_pipe("ner")) is encoder_backend.GreedyEntityRecognizer
+    assert type(unbatched.get_pipe("ner")) is spacy.pipeline.EntityRecognizer
+    texts = HARD_TEXTS * 3
+    expected = entity_lists(unbatched, texts)
+    assert sum(map(len, expected)) > 20, "the random NER finds too few entities for the comparison to mean much"
+    assert entity_lists(batched, texts) == expected
+    assert [entity_lists(batched, [text])[0] for text in HARD_TEXTS] == expected[: len(HARD_TEXTS)]  # nlp(text) too
+
+
+def test_kept_trf_data_is_spacy_transformers_own(saved_ner_pipeline):
+    """keep_trf_data: every Doc's wordpieces, alignment and encoder output as spacy-transformers sets them."""
+    expected = list(load(saved_ner_pipeline, "torch", batched_inference=False).pipe(HARD_TEXTS))
+    got = list(load(saved_ner_pipeline, "torch", keep_trf_data=True).pipe(HARD_TEXTS))
+    for a, b in zip(expected, got, strict=True):
+        x, y = a._.trf_data, b._.trf_data
+        assert x.wordpieces.strings == y.wordpieces.strings and x.wordpieces.lengths == y.wordpieces.lengths
+        for name in ("input_ids", "attention_mask"):
+            assert numpy.array_equal(getattr(x.wordpieces, name), getattr(y.wordpieces, name)), name
+        assert numpy.array_equal(x.align.data, y.align.data) and numpy.array_equal(x.align.lengths, y.align.lengths)
+        assert list(x.model_output.keys()) == list(y.model_output.keys())
+        for name in x.model_output.keys():
+            assert numpy.array_equal(x.model_output[name], y.model_output[name]), name
+
+
+def test_trf_data_is_dropped_by_default_and_the_batch_released(saved_ner_pipeline):
+    nlp = load(saved_ner_pipeline, "torch")
+    docs = list(nlp.pipe(TEXTS))
+    assert all(doc._.trf_data is None and encoder_backend.BATCH_KEY not in doc.user_data for doc in docs)
+    assert nlp(TEXTS[0])._.trf_data is None
+
+
+def test_a_doc_holding_its_batch_place_serializes_without_it(saved_ner_pipeline):
+    """Before encoder_backend releases it (here: disabled), the place travels as None in bytes, pickles and DocBins."""
+    import copy
+    import pickle
+
+    from spacy.tokens import Doc, DocBin
+
+    nlp = load(saved_ner_pipeline, "torch")
+    doc = next(nlp.pipe(TEXTS[:1], disable=["encoder_backend"]))
+    place = doc.user_data[encoder_backend.BATCH_KEY]
+    assert isinstance(place, encoder_backend.BatchPlace)
+    assert doc.copy().user_data[encoder_backend.BATCH_KEY] is place  # a copy shares the batch
+    assert copy.deepcopy(doc).user_data[encoder_backend.BATCH_KEY] is None  # deepcopy pickles the Doc
+    again = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    assert again.user_data[encoder_backend.BATCH_KEY] is None
+    assert pickle.loads(pickle.dumps(doc)).user_data[encoder_backend.BATCH_KEY] is None
+    docbin = DocBin(store_user_data=True, docs=[doc])
+    (loaded,) = DocBin().from_bytes(docbin.to_bytes()).get_docs(nlp.vocab)
+    assert loaded.user_data[encoder_backend.BATCH_KEY] is None
+    # Without its batch, the NER reads doc._.trf_data, as spacy-transformers does (none here: zero vectors).
+    assert nlp.get_pipe("ner")(again) is again
+
+
+def test_a_listener_after_the_component_leaves_the_inference_unbatched(
+    tmp_path, tiny_bert, cache_dir, saved_ner_pipeline
+):
+    path = ner_pipeline(tmp_path / "late", tiny_bert, cache_dir, ("transformer", "encoder_backend", "ner"))
+    with pytest.warns(UserWarning, match="ner come after encoder_backend.*runs unbatched"):
+        nlp = spacy.load(path)
+    assert not nlp.get_pipe("encoder_backend").batched
+    assert all(doc._.trf_data is not None for doc in nlp.pipe(TEXTS))
+
+
+def test_training_goes_through_spacy_transformers(saved_ner_pipeline):
+    """The batched steps are inference only: an update of a loaded pipeline learns as before."""
+    from spacy.training import Example
+
+    batched, unbatched = load(saved_ner_pipeline, "torch"), load(saved_ner_pipeline, "torch", batched_inference=False)
+    losses = []
+    for nlp in (batched, unbatched):
+        doc = nlp.make_doc("Angela Merkel met Emmanuel Macron in Paris .")
+        example = Example.from_dict(doc, {"entities": [(0, 13, "PER"), (18, 33, "PER"), (37, 42, "LOC")]})
+        torch.manual_seed(0)
+        losses.append(nlp.update([example], sgd=None, drop=0.0))
+    assert losses[0]["ner"] == pytest.approx(losses[1]["ner"]) and losses[0]["ner"] > 0
+
+
+def test_the_batched_steps_are_spacy_transformers_steps(saved_ner_pipeline):
+    """Span texts, tokenization and alignment, against spacy-transformers' own, on windows that overlap."""
+    from spacy_transformers.align import get_alignment_via_offset_mapping
+    from spacy_transformers.data_classes import WordpieceBatch
+    from spacy_transformers.layers.transformer_model import huggingface_tokenize
+
+    nlp = load(saved_ner_pipeline, "torch")
+    model = nlp.get_pipe("transformer").model
+    docs = [nlp.make_doc(text) for text in HARD_TEXTS]
+    spans = [span for doc_spans in model.attrs["get_spans"](docs) for span in doc_spans]
+    assert len(spans) > len(docs)  # the long text is cut into overlapping windows
+    texts = encoder_backend.span_texts(spans)
+    assert texts == [span.text for span in spans]
+    expected_encoding = huggingface_tokenize(model.tokenizer, texts)
+    expected = WordpieceBatch.from_batch_encoding(expected_encoding)
+    wordpieces, offsets = encoder_backend.tokenize(model.tokenizer, texts)
+    assert wordpieces.strings == expected.strings and wordpieces.lengths == expected.lengths
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        a, b = getattr(wordpieces, name), getattr(expected, name)
+        assert a.dtype == b.dtype and numpy.array_equal(a, b), name
+    assert numpy.array_equal(offsets, expected_encoding["offset_mapping"])
+    align = encoder_backend.align_wordpieces(spans, offsets)
+    reference = get_alignment_via_offset_mapping(spans, expected_encoding["offset_mapping"])
+    assert align.data.dtype == reference.data.dtype and numpy.array_equal(align.data, reference.data)
+    assert numpy.array_equal(align.lengths, reference.lengths)
+
+
+def test_onnx_spinning_reaches_the_session(saved_pipeline):
+    for spinning in (True, False):
+        nlp = load(saved_pipeline, "onnx", onnx_spinning=spinning)
+        nlp(TEXTS[0])
+        options = encoder(nlp).session().get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")

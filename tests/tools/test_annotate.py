@@ -61,8 +61,22 @@ def read_output(path: Path) -> list[dict]:
 def expected_entities(nlp: Language, text: str) -> list[dict]:
     """The entities spaCy's own nlp(text) finds, in the output's form."""
     return [
-        {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text} for ent in nlp(text).ents
+        {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text, "score": ent._.score}
+        for ent in nlp(text).ents
     ]
+
+
+# A batch pads its texts to its longest: an entity's score moves by float rounding with the batch it ran in.
+SCORE_TOLERANCE = 1e-4
+
+
+def assert_same_entities(actual: list[dict], expected: list[dict]) -> None:
+    """The same entities (offsets, label, text), with scores equal up to SCORE_TOLERANCE."""
+    assert [{k: v for k, v in e.items() if k != "score"} for e in actual] == [
+        {k: v for k, v in e.items() if k != "score"} for e in expected
+    ]
+    for got, wanted in zip(actual, expected, strict=True):
+        assert got["score"] == pytest.approx(wanted["score"], abs=SCORE_TOLERANCE), (got, wanted)
 
 
 def check_records(nlp: Language, records: list[dict]) -> None:
@@ -71,7 +85,8 @@ def check_records(nlp: Language, records: list[dict]) -> None:
         for entity in record["entities"]:
             assert record["text"][entity["start"] : entity["end"]] == entity["text"], record
             assert entity["label"] in LABELS, record
-        assert record["entities"] == expected_entities(nlp, record["text"]), record
+            assert 0.0 <= entity["score"] <= 1.0, record
+        assert_same_entities(record["entities"], expected_entities(nlp, record["text"]))
 
 
 def annotate_collecting(nlp: Language, source: Path, output: Path, **options) -> tuple[AnnotationCounts, list]:
@@ -269,7 +284,7 @@ def test_model_as_installed_package_folder(installed_model: str):
     """The folder pip installed (its pipeline sits in a subfolder) works as MODEL, like the package name."""
     folder = spacy.util.get_package_path(installed_model)
     assert not (folder / "config.cfg").exists()
-    assert load_pipeline(str(folder)).pipe_names == ["transformer", "ner", "encoder_backend"]
+    assert load_pipeline(str(folder)).pipe_names == ["transformer", "ner", "entity_scores", "encoder_backend"]
 
 
 def test_unknown_model_names_the_fix():

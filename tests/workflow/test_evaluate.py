@@ -373,17 +373,29 @@ def test_cli_writes_every_output_and_a_report_over_both_splits(tmp_path: Path, r
         assert set(results[key]) >= {"precision", "recall", "f1", "per_type"}
         assert set(results[key]["per_type"]["ORG"]) == {"precision", "recall", "f1", "support"}
     assert set(results["spacy"]) == {"ents_p", "ents_r", "ents_f"}
+    # The fixture's text is cut by the tokenizer into its gold words, so raw text scores as the gold words do,
+    # in document mode (test) as in sentence mode (dev).
+    for split in ("dev", "test"):
+        split_results = json.loads((output_dir / f"{split}.json").read_text(encoding="utf-8"))
+        raw, strict = split_results["raw_text"], split_results["seqeval_strict"]
+        assert (raw["precision"], raw["recall"], raw["f1"]) == (strict["precision"], strict["recall"], strict["f1"])
+        assert raw["retokenized_texts"] == 0 and raw["n_predicted_entities"] == 8
+    assert results["raw_text"]["n_texts"] == 2  # document mode: one text per document
 
     report = (output_dir / "report.md").read_text(encoding="utf-8")
+    assert "| raw text, exact character spans (what a user gets) | 37.50 | 42.86 | 40.00 |" in report
+    assert "| test | 4 | 40.00 | 40.00 | 40.00 | 40.00 |" in report
     assert "## dev" in report and "## test" in report
     assert report.index("## dev") < report.index("## test")
     assert "| seqeval strict, IOB2 (primary) | 37.50 | 42.86 | 40.00 |" in report
-    assert "| PER | 3 | 100.00 | 66.67 | 80.00 | 100.00 | 66.67 | 80.00 |" in report
+    assert "| PER | 3 | 100.00 | 66.67 | 80.00 | 100.00 | 66.67 | 80.00 | 80.00 |" in report
     assert (output_dir / "test_per_type.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
     errors = (output_dir / "test_errors.md").read_text(encoding="utf-8")
     assert "| LOC | ORG | 1 |" in errors  # Bonn
     assert "| Acme Corp | ORG | 1 |" in errors and "| German fans | MISC | 1 |" in errors
+    raw_text_errors = errors.split("## Raw text")[1]
+    assert "| Acme Corp | ORG | 1 |" in raw_text_errors and "| visited | MISC | 1 |" in raw_text_errors
 
     worst = (output_dir / "test_worst.html").read_text(encoding="utf-8")
     # --worst 2: sentence 1 has 3 errors (Bonn twice, visited), then the first of the 2-error ones.
@@ -417,6 +429,17 @@ def test_module_entry_point_reports_a_missing_gold_docbin(tmp_path: Path, ruler_
     assert f"{gold}: no such gold DocBin" in flat(result.stdout)
     assert "spacy project run corpus" in flat(result.stdout)
     assert "Traceback" not in result.stderr
+
+
+def test_a_gold_text_that_cannot_be_rebuilt_stops_the_cli_in_one_paragraph(tmp_path: Path, ruler_model: Path):
+    doc = Doc(Vocab(), words=["Flights", "to", "New York", "."], ents=["O", "O", "B-LOC", "O"])
+    write_docbin([doc], tmp_path / "test.spacy")
+    result = CliRunner().invoke(app, [str(ruler_model), str(tmp_path / "test.spacy"), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = flat(result.output)
+    assert f"{tmp_path / 'test.spacy'}: doc 1, sentence 1, token 3 is 'New York'" in message
+    assert "spacy project run corpus" in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_gold_docbin_round_trip_keeps_the_gold(corpus_dir: Path):

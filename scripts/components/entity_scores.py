@@ -1,0 +1,293 @@
+"""Entity confidence: every entity of the greedy `ner` with a calibrated probability that it is exactly right.
+
+spaCy's transition-based NER decodes greedily and keeps no scores. This component walks the same
+trained `ner` along the path it took (the BILUO actions behind `doc.ents`) and reads, at each token,
+the probability of the action taken: a softmax over the actions valid there. An entity's raw score
+is the product over its tokens (its B, I..., L or its U). Raw scores rank entities well but are
+overconfident, so a calibration fitted on the dev split, read as raw text as users pass it (Platt
+scaling), maps them to probabilities (scripts.lib.calibration_fit, run by scripts.workflow.train
+after training). It is saved in the pipeline folder, and so in the wheel, beside the component.
+
+Beam search was measured too (docs/entity-scores.md): its summed parse probabilities give most entities
+exactly 1.0, as a width-16 beam keeps variants of the last decisions and none of the first ones.
+
+What a user reads, the spaCy way:
+- `ent._.score` for each entity of `doc.ents` (None on a doc the component did not score);
+- `doc.spans["scored_ents"]`: the entities of `doc.ents` with `attrs["scores"]`, as spancat writes them.
+`doc.ents` stay the greedy entities, so F1 does not change; `threshold` (a load option) drops those
+scored below it, precision first.
+
+This file is copied alone into the wheel by `spacy package --code`: it imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy
+import srsly
+from spacy.language import Language
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training.iob_utils import doc_to_biluo_tags
+from spacy.util import ensure_path, minibatch
+
+FACTORY = "entity_scores"
+SCORED_KEY = "scored_ents"
+CALIBRATION_FILE = "calibration.json"
+# Raw scores are clipped this far from 0 and 1 before their logit: a product of action probabilities can round to 1.
+RAW_SCORE_FLOOR = 1e-9
+CALIBRATION_L2 = 1e-4
+
+
+class EntityScoresError(ValueError):
+    """A setting of the component that cannot work: the message names it and the fix."""
+
+
+def logit(probability: numpy.ndarray) -> numpy.ndarray:
+    clipped = numpy.clip(probability, RAW_SCORE_FLOOR, 1 - RAW_SCORE_FLOOR)
+    return numpy.log(clipped / (1 - clipped))
+
+
+class LogisticCalibration:
+    """Platt scaling: probability = sigmoid(slope * logit(raw score) + intercept), two numbers fitted on dev.
+
+    Chosen over an isotonic map by measurement (docs/entity-scores.md): on the CPU workflow's model
+    both rank alike, and the smooth map transferred from dev to test with the lower calibration error.
+    """
+
+    def __init__(self, slope: float, intercept: float) -> None:
+        self.slope = float(slope)
+        self.intercept = float(intercept)
+
+    @classmethod
+    def fit(cls, raw_scores: Sequence[float], correct: Sequence[bool]) -> LogisticCalibration:
+        if len(raw_scores) != len(correct) or not len(raw_scores):
+            raise EntityScoresError(
+                f"Cannot fit a calibration on {len(raw_scores)} scores and {len(correct)} outcomes: "
+                "score a dev split that has predicted entities."
+            )
+        features = numpy.stack([logit(numpy.asarray(raw_scores, dtype="float64")), numpy.ones(len(raw_scores))], 1)
+        outcomes = numpy.asarray(correct, dtype="float64")
+        weights = numpy.array([1.0, 0.0])
+        # Newton's method on the log loss, with a little L2 so that a split all right (or all wrong) still converges.
+        for _ in range(50):
+            predicted = 1 / (1 + numpy.exp(-features @ weights))
+            gradient = features.T @ (predicted - outcomes) / len(outcomes) + CALIBRATION_L2 * weights
+            hessian = (features.T * (predicted * (1 - predicted))) @ features / len(outcomes)
+            step = numpy.linalg.solve(hessian + CALIBRATION_L2 * numpy.eye(2), gradient)
+            weights -= step
+            if numpy.abs(step).max() < 1e-10:
+                break
+        return cls(weights[0], weights[1])
+
+    def __call__(self, raw_scores: Sequence[float]) -> numpy.ndarray:
+        raw = numpy.asarray(raw_scores, dtype="float64")
+        return 1 / (1 + numpy.exp(-(self.slope * logit(raw) + self.intercept)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "logistic", "slope": self.slope, "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str) -> LogisticCalibration:
+        try:
+            if data["method"] != "logistic":
+                raise ValueError(f"unknown method {data['method']!r}")
+            return cls(float(data["slope"]), float(data["intercept"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise EntityScoresError(
+                f"{origin} is not a calibration written by this component ({err}): fit it again with "
+                "scripts.lib.calibration_fit.fit_calibration (`python -m scripts.workflow.train` does after training)."
+            ) from None
+
+
+def score_of(span: Span) -> float | None:
+    """`span._.score`: the span's calibrated score, from the doc's scored entities."""
+    group = span.doc.spans.get(SCORED_KEY)
+    if group is None:
+        return None
+    for scored, score in zip(group, group.attrs.get("scores", ()), strict=False):
+        if (scored.start, scored.end, scored.label) == (span.start, span.end, span.label):
+            return float(score)
+    return None
+
+
+if not Span.has_extension("score"):
+    Span.set_extension("score", getter=score_of)
+
+
+class ActionTable:
+    """The ner's action columns by kind and label, to mask the actions that are not valid at a token."""
+
+    def __init__(self, ner: Any) -> None:
+        names = [ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)]
+        self.n_classes = len(names)
+        self.index = {name: i for i, name in enumerate(names)}
+        self.labels = sorted({name[2:] for name in names if name[:2] in ("B-", "I-", "L-", "U-") and name[2:]})
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.begin = numpy.array([self.index[f"B-{label}"] for label in self.labels])
+        self.inside = numpy.array([self.index[f"I-{label}"] for label in self.labels])
+        self.last = numpy.array([self.index[f"L-{label}"] for label in self.labels])
+        self.unit = numpy.array([self.index[f"U-{label}"] for label in self.labels])
+        self.outside = self.index["O"]
+
+    def valid(self, open_label: numpy.ndarray, is_space: numpy.ndarray, may_continue: numpy.ndarray) -> numpy.ndarray:
+        """Rows of the actions spaCy's BILUO system allows (no preset entities, as at inference).
+
+        open_label: per row, the label index of the entity open before the token, -1 for none.
+        """
+        rows = numpy.arange(len(open_label))
+        mask = numpy.zeros((len(open_label), self.n_classes), dtype=bool)
+        inside = open_label >= 0
+        mask[rows[inside], self.last[open_label[inside]]] = True
+        mask[rows[inside], self.inside[open_label[inside]]] = may_continue[inside]
+        outside = ~inside
+        mask[outside, self.outside] = True
+        mask[numpy.ix_(outside & ~is_space, self.unit)] = True
+        mask[numpy.ix_(outside & ~is_space & may_continue, self.begin)] = True
+        return mask
+
+
+def path_arrays(doc: Doc, table: ActionTable) -> tuple[numpy.ndarray, ...]:
+    """Per token: the action taken (from doc.ents), the label left open after it, whitespace, may-continue."""
+    tags = doc_to_biluo_tags(doc)
+    taken = numpy.array([table.index[tag] for tag in tags])
+    open_after = numpy.array([table.label_index[tag[2:]] if tag[:2] in ("B-", "I-") else -1 for tag in tags])
+    is_space = numpy.array([token.is_space for token in doc], dtype=bool)
+    # An entity may go on past a token when another token follows in the same sentence.
+    may_continue = numpy.array([i + 1 < len(doc) and not doc[i + 1].is_sent_start for i in range(len(doc))])
+    return taken, open_after, is_space, may_continue
+
+
+def action_probabilities(ner: Any, docs: Sequence[Doc], table: ActionTable) -> list[numpy.ndarray]:
+    """Per doc, per token up to its last entity: the probability of the action behind `doc.ents`
+    among the actions valid there (a softmax of the ner's scores over them)."""
+    paths = [path_arrays(doc, table) for doc in docs]
+    # Past a doc's last entity no score needs the ner's actions: its state leaves the batch there.
+    ends = [max(ent.end for ent in doc.ents) if doc.ents else 0 for doc in docs]
+    probabilities = [numpy.ones(end) for end in ends]
+    states = ner.moves.init_batch(list(docs))
+    model = ner.model.predict(list(docs))
+    active = [i for i in range(len(docs)) if ends[i] > 0]
+    position = 0
+    while active:
+        scores = model.predict([states[i] for i in active])
+        taken = numpy.array([paths[i][0][position] for i in active])
+        open_label = numpy.array([paths[i][1][position - 1] if position else -1 for i in active])
+        is_space = numpy.array([paths[i][2][position] for i in active])
+        may_continue = numpy.array([paths[i][3][position] for i in active])
+        masked = numpy.where(table.valid(open_label, is_space, may_continue), scores, -numpy.inf)
+        masked -= masked.max(axis=1, keepdims=True)
+        exp = numpy.exp(masked)
+        rows = numpy.arange(len(active))
+        chosen = exp[rows, taken] / exp.sum(axis=1)
+        for row, i in enumerate(active):
+            probabilities[i][position] = chosen[row]
+        # Take the actions the greedy parse took: a one-hot score row per state.
+        one_hot = numpy.zeros(scores.shape, dtype="float32")
+        one_hot[rows, taken] = 1.0
+        ner.transition_states([states[i] for i in active], one_hot)
+        position += 1
+        active = [i for i in active if position < ends[i]]
+    model.clear_memory()
+    return probabilities
+
+
+class EntityScorer:
+    """Scores the entities the greedy `ner` set, by its own action probabilities along its path."""
+
+    def __init__(self, nlp: Language, name: str, ner: str, threshold: float, require_calibration: bool) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise EntityScoresError(
+                f"components.{name}.threshold is {threshold}: it is a probability, so set it between 0 and 1 "
+                "(0 keeps every entity; 0.9 keeps those right about 9 times in 10)."
+            )
+        self.nlp = nlp
+        self.name = name
+        self.ner = ner
+        self.threshold = threshold
+        self.require_calibration = require_calibration
+        self.calibration: LogisticCalibration | None = None
+        self._table: ActionTable | None = None
+
+    def check_calibrated(self) -> None:
+        if self.calibration is None and (self.require_calibration or self.threshold > 0):
+            asked = "threshold" if self.threshold > 0 else "require_calibration"
+            raise EntityScoresError(
+                f"components.{self.name}.{asked} asks for calibrated scores, but the pipeline's {self.name} "
+                "component has no fitted calibration. Use a pipeline trained by `python -m scripts.workflow.train` "
+                "(it fits one on dev), fit one with scripts.lib.calibration_fit.fit_calibration, or leave "
+                f"{asked} at its default to read raw scores."
+            )
+
+    def raw_scores(self, docs: Sequence[Doc]) -> list[list[float]]:
+        """Per doc, per entity of doc.ents: the product of its actions' probabilities."""
+        ner = self.nlp.get_pipe(self.ner)
+        if self._table is None:
+            self._table = ActionTable(ner)
+        scorable = [doc for doc in docs if doc.ents]
+        by_doc = iter(action_probabilities(ner, scorable, self._table) if scorable else [])
+        scores = []
+        for doc in docs:
+            probabilities = next(by_doc) if doc.ents else None
+            scores.append([float(numpy.prod(probabilities[ent.start : ent.end])) for ent in doc.ents])
+        return scores
+
+    def probabilities(self, raw: Sequence[float]) -> list[float]:
+        if not raw:
+            return []
+        calibrated = self.calibration(raw) if self.calibration is not None else numpy.asarray(raw)
+        return numpy.clip(calibrated, 0.0, 1.0).tolist()
+
+    def set_scores(self, doc: Doc, raw: Sequence[float]) -> None:
+        ents, scores = list(doc.ents), self.probabilities(raw)
+        if self.threshold > 0:
+            kept = [(ent, score) for ent, score in zip(ents, scores, strict=True) if score >= self.threshold]
+            ents, scores = [ent for ent, _ in kept], [score for _, score in kept]
+            doc.set_ents(ents, default="outside")
+        doc.spans[SCORED_KEY] = SpanGroup(doc, name=SCORED_KEY, spans=ents, attrs={"scores": scores})
+
+    def __call__(self, doc: Doc) -> Doc:
+        return next(self.pipe([doc]))
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterator[Doc]:
+        self.check_calibrated()
+        for batch in minibatch(docs, size=batch_size):
+            for doc, raw in zip(batch, self.raw_scores(batch), strict=True):
+                self.set_scores(doc, raw)
+            yield from batch
+
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        path = ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.calibration is not None:
+            srsly.write_json(path / CALIBRATION_FILE, self.calibration.to_dict())
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> EntityScorer:
+        file = ensure_path(path) / CALIBRATION_FILE
+        self.calibration = LogisticCalibration.from_dict(srsly.read_json(file), str(file)) if file.exists() else None
+        self.check_calibrated()
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        return srsly.msgpack_dumps({"calibration": self.calibration.to_dict() if self.calibration else None})
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> EntityScorer:
+        stored = srsly.msgpack_loads(data)["calibration"]
+        self.calibration = LogisticCalibration.from_dict(stored, "the serialized component") if stored else None
+        self.check_calibrated()
+        return self
+
+
+DEFAULT_CONFIG = {"ner": "ner", "threshold": 0.0, "require_calibration": False}
+
+
+def make_entity_scorer(nlp: Language, name: str, ner: str, threshold: float, require_calibration: bool) -> EntityScorer:
+    return EntityScorer(nlp, name, ner, threshold, require_calibration)
+
+
+# The project registers this file through its entry points and the wheel ships a copy of it: the
+# copy that loads second leaves the first registration (spaCy refuses a second one, E004).
+if not Language.has_factory(FACTORY):
+    Language.factory(FACTORY, default_config=DEFAULT_CONFIG)(make_entity_scorer)

@@ -1,0 +1,174 @@
+"""Entity scores on the workflow's trained pipeline: probabilities, the greedy entities kept, calibration saved."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy
+import pytest
+import spacy
+
+from scripts.benchmarks.harness import sentence_texts
+from scripts.components.entity_scores import (
+    CALIBRATION_FILE,
+    SCORED_KEY,
+    EntityScoresError,
+    LogisticCalibration,
+)
+from tests.conftest import PACKAGE
+
+# Test sentences scored in each test: enough for entities of every type on the short-trained pipeline.
+SENTENCES = 300
+# int8 moves the encoder's output a little: an entity's score may move by this much, not more.
+INT8_SCORE_TOLERANCE = 0.15
+
+
+@pytest.fixture(scope="module")
+def texts(workflow) -> list[str]:
+    return sentence_texts(workflow.project / "corpus" / "test.spacy", SENTENCES)
+
+
+def scored(nlp, texts: list[str], **pipe_settings) -> list[list[tuple[int, int, str, float | None]]]:
+    return [
+        [(ent.start, ent.end, ent.label_, ent._.score) for ent in doc.ents] for doc in nlp.pipe(texts, **pipe_settings)
+    ]
+
+
+def entities(rows: list[list[tuple]]) -> list[list[tuple[int, int, str]]]:
+    return [[row[:3] for row in doc] for doc in rows]
+
+
+def scores(rows: list[list[tuple]]) -> numpy.ndarray:
+    return numpy.array([row[3] for doc in rows for row in doc], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def with_scores(workflow, texts) -> list[list[tuple]]:
+    return scored(spacy.load(workflow.model_best), texts)
+
+
+def test_every_entity_has_a_probability_and_the_entities_are_the_greedy_ones(workflow, texts, with_scores):
+    without = scored(spacy.load(workflow.model_best, exclude=["entity_scores"]), texts)
+    assert entities(with_scores) == entities(without)
+    values = scores(with_scores)
+    assert len(values) >= 20, "too few entities to say anything"
+    assert numpy.all((values >= 0) & (values <= 1))
+    assert len(set(values.round(6))) > 1, "every entity got the same score"
+
+
+def test_scores_are_in_doc_spans_as_spancat_writes_them(workflow):
+    nlp = spacy.load(workflow.model_best)
+    doc = next(doc for doc in nlp.pipe(sentence_texts(workflow.project / "corpus" / "test.spacy", 50)) if doc.ents)
+    group = doc.spans[SCORED_KEY]
+    assert [(s.start, s.end, s.label_) for s in group] == [(e.start, e.end, e.label_) for e in doc.ents]
+    assert group.attrs["scores"] == [ent._.score for ent in doc.ents]
+
+
+def test_the_calibration_is_fitted_after_training_and_survives_saving(workflow, texts, with_scores, tmp_path):
+    assert (workflow.model_best / "entity_scores" / CALIBRATION_FILE).is_file()
+    nlp = spacy.load(workflow.model_best)
+    assert nlp.get_pipe("entity_scores").calibration is not None
+    nlp.to_disk(tmp_path / "copy")
+    assert scored(spacy.load(tmp_path / "copy"), texts) == with_scores
+    reloaded = spacy.load(workflow.model_best)
+    reloaded.get_pipe("entity_scores").from_bytes(nlp.get_pipe("entity_scores").to_bytes())
+    assert scored(reloaded, texts) == with_scores
+
+
+def test_the_threshold_keeps_the_entities_scored_at_or_above_it(workflow, texts, with_scores):
+    threshold = float(numpy.median(scores(with_scores)))
+    nlp = spacy.load(workflow.model_best, config={"components.entity_scores.threshold": threshold})
+    kept = scored(nlp, texts)
+    expected = [[row for row in doc if row[3] >= threshold] for doc in with_scores]
+    assert kept == expected
+    assert 0 < sum(map(len, kept)) < sum(map(len, with_scores))
+
+
+def test_two_processes_give_the_same_scores(workflow, texts, with_scores):
+    assert scored(spacy.load(workflow.model_best), texts, n_process=2, batch_size=50) == with_scores
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch-int8", "onnx-int8"])
+def test_every_backend_scores_the_entities(workflow, texts, with_scores, backend, onnx_graph_cache):
+    nlp = spacy.load(workflow.model_best, config={"components.encoder_backend.backend": backend})
+    rows = scored(nlp, texts)
+    if backend == "onnx":
+        assert entities(rows) == entities(with_scores)
+        assert numpy.allclose(scores(rows), scores(with_scores), atol=1e-3)
+        return
+    # int8: the entities may differ a little; the scores of the shared ones stay close.
+    ours = {(i, *row[:3]): row[3] for i, doc in enumerate(with_scores) for row in doc}
+    theirs = {(i, *row[:3]): row[3] for i, doc in enumerate(rows) for row in doc}
+    shared = ours.keys() & theirs.keys()
+    assert len(shared) >= 0.9 * len(ours)
+    assert max(abs(ours[key] - theirs[key]) for key in shared) <= INT8_SCORE_TOLERANCE
+
+
+def test_the_installed_wheel_scores_with_its_calibration(installed_model, texts, with_scores):
+    nlp = spacy.load(installed_model)
+    assert installed_model == PACKAGE and nlp.get_pipe("entity_scores").calibration is not None
+    assert scored(nlp, texts) == with_scores
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5])
+def test_a_threshold_outside_0_1_is_refused_with_the_setting_named(workflow, threshold):
+    with pytest.raises(EntityScoresError, match=r"components\.entity_scores\.threshold is .* between 0 and 1"):
+        spacy.load(workflow.model_best, config={"components.entity_scores.threshold": threshold})
+
+
+def test_a_threshold_without_a_fitted_calibration_is_refused(workflow, tmp_path):
+    uncalibrated = shutil.copytree(workflow.model_best, tmp_path / "model")
+    (uncalibrated / "entity_scores" / CALIBRATION_FILE).unlink()
+    spacy.load(uncalibrated)  # raw scores: allowed
+    with pytest.raises(EntityScoresError, match="no fitted calibration"):
+        spacy.load(uncalibrated, config={"components.entity_scores.threshold": 0.9})
+    with pytest.raises(EntityScoresError, match="no fitted calibration"):
+        spacy.load(uncalibrated, config={"components.entity_scores.require_calibration": True})
+
+
+def test_a_damaged_calibration_file_names_itself(workflow, tmp_path):
+    damaged = shutil.copytree(workflow.model_best, tmp_path / "model")
+    calibration_file = damaged / "entity_scores" / CALIBRATION_FILE
+    calibration_file.write_text('{"method": "logistic", "slope": 1.0}')
+    with pytest.raises(EntityScoresError, match=str(calibration_file)):
+        spacy.load(damaged)
+
+
+def test_the_calibration_learns_how_overconfident_the_raw_scores_are():
+    rng = numpy.random.default_rng(0)
+    raw = rng.uniform(0.5, 1.0, 4000)
+    # Right with probability raw ** 3: the raw scores are overconfident.
+    correct = rng.uniform(size=raw.size) < raw**3
+    calibration = LogisticCalibration.fit(raw, correct)
+    mapped = calibration(raw)
+    assert abs(mapped.mean() - correct.mean()) < 0.01
+    for low, high in [(0.5, 0.7), (0.9, 1.0)]:
+        inside = (raw >= low) & (raw < high)
+        assert abs(mapped[inside].mean() - correct[inside].mean()) < 0.03
+    ordered = calibration(numpy.linspace(0, 1, 21))
+    assert numpy.all(numpy.diff(ordered) >= 0) and ordered.min() >= 0 and ordered.max() <= 1
+
+
+def test_a_calibration_on_outcomes_all_right_still_converges():
+    calibration = LogisticCalibration.fit([0.9, 0.95, 0.99], [True, True, True])
+    assert numpy.isfinite([calibration.slope, calibration.intercept]).all()
+    assert calibration([0.99])[0] > 0.9
+
+
+def test_a_calibration_needs_outcomes():
+    with pytest.raises(EntityScoresError, match="score a dev split"):
+        LogisticCalibration.fit([], [])
+
+
+def test_a_stored_calibration_round_trips():
+    calibration = LogisticCalibration.fit([0.2, 0.9, 0.95, 0.6], [0, 1, 1, 0])
+    again = LogisticCalibration.from_dict(calibration.to_dict(), "here")
+    assert again(numpy.array([0.5, 0.97])).tolist() == calibration(numpy.array([0.5, 0.97])).tolist()
+
+
+def test_the_component_file_is_shipped_in_the_wheel(workflow):
+    import zipfile
+
+    names = zipfile.ZipFile(workflow.wheel).namelist()
+    assert any(Path(name).name == "entity_scores.py" for name in names)
