@@ -191,13 +191,20 @@ def filler_for(gap: int, fillers_by_length: dict[int, list[list[str]]]) -> list[
 
 
 @pytest.fixture(scope="module")
-def long_document(nlp: Language, workflow: WorkflowRun) -> LongDocument:
+def nlp_keeping_trf_data(installed_model: str) -> Language:
+    """The pipeline with doc._.trf_data kept (by default encoder_backend leaves it None), to see the windows."""
+    return spacy.load(installed_model, config={"components.encoder_backend.keep_trf_data": True})
+
+
+@pytest.fixture(scope="module")
+def long_document(nlp_keeping_trf_data: Language, workflow: WorkflowRun) -> LongDocument:
     """Over 20,000 tokens of training sentences, with one known entity placed at window edges and at the end.
 
     The edges are those of the config's strided windows (128 tokens, stride 96): the first token
     of a window (96), the last token of a window (3 * 96 + 127), the first token past a window,
     which only the next window covers (5 * 96 + 128), and the first token of another (8 * 96).
     """
+    nlp = nlp_keeping_trf_data
     spans_config = nlp.config["components"]["transformer"]["model"]["get_spans"]
     assert spans_config["@span_getters"] == "spacy-transformers.strided_spans.v1", spans_config
     window, stride = spans_config["window"], spans_config["stride"]
