@@ -431,7 +431,6 @@ def test_trf_data_is_dropped_by_default_and_the_batch_released(saved_ner_pipelin
 def test_a_doc_holding_its_batch_place_serializes_without_it(saved_ner_pipeline):
     """Before encoder_backend releases it (here: disabled), the place travels as None in bytes, pickles and DocBins."""
     import copy
-    import pickle
 
     from spacy.tokens import Doc, DocBin
 
@@ -443,7 +442,6 @@ def test_a_doc_holding_its_batch_place_serializes_without_it(saved_ner_pipeline)
     assert copy.deepcopy(doc).user_data[encoder_backend.BATCH_KEY] is None  # deepcopy pickles the Doc
     again = Doc(nlp.vocab).from_bytes(doc.to_bytes())
     assert again.user_data[encoder_backend.BATCH_KEY] is None
-    assert pickle.loads(pickle.dumps(doc)).user_data[encoder_backend.BATCH_KEY] is None
     docbin = DocBin(store_user_data=True, docs=[doc])
     (loaded,) = DocBin().from_bytes(docbin.to_bytes()).get_docs(nlp.vocab)
     assert loaded.user_data[encoder_backend.BATCH_KEY] is None
