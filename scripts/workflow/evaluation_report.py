@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,7 @@ def render_errors(split: str, results: dict[str, Any]) -> str:
     )
 
 
-def raw_text_error_sections(results: dict[str, Any], strings: Any) -> list[str]:
+def raw_text_error_sections(results: dict[str, Any], strings: Callable[[list[dict[str, Any]]], str]) -> list[str]:
     if "raw_text" not in results:
         return []
     errors = results["raw_text"]["errors"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import spacy
-from spacy.util import registry
+from spacy.util import load_config, registry
 
 from scripts.components.conll_tokenizer import (
     CALLBACK_NAME,
@@ -39,6 +41,13 @@ def test_the_config_names_it_as_a_before_init_callback():
     nlp = spacy.blank("en")
     callback = registry.resolve({"before_init": {"@callbacks": CALLBACK_NAME}})["before_init"]
     assert tokens(callback(nlp)) == CONLL_TOKENS
+
+
+@pytest.mark.parametrize("config_name", ["minilm_cpu", "bert_ner"])
+def test_both_configs_set_it_before_initialisation(config_name):
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{config_name}.cfg")
+    callback = registry.resolve({"before_init": config["initialize"]["before_init"]})["before_init"]
+    assert tokens(callback(spacy.blank("en"))) == CONLL_TOKENS
 
 
 def test_the_saved_pipeline_keeps_the_rules_and_loads_without_the_callback(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import spacy
 from spacy.tokens import Doc, Span
 
+from scripts.lib.conll import DocMode, make_docs, read_conll
 from scripts.lib.raw_text import char_spans, evaluate_raw_text, gold_text, gold_texts
 from scripts.lib.scoring import EvaluationError, score_iob2, score_span_sets, strict_spans
 
@@ -119,3 +120,26 @@ def test_span_sets_without_predictions_score_zero_and_pairs_must_match():
     assert score_span_sets([set()], [set()])["per_type"] == {}
     with pytest.raises(ValueError, match="2 gold units against 1 predicted"):
         score_span_sets([set(), set()], [set()])
+
+
+def test_every_real_test_sentence_rebuilds_and_both_modes_score_alike(conll2003_dir):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(
+        [{"label": "LOC", "pattern": name} for name in ("Germany", "Japan", "China", "U.S.", "Britain")]
+        + [{"label": "ORG", "pattern": name} for name in ("Reuters", "EU", "NATO")]
+    )
+    documents = read_conll(conll2003_dir / "test.txt")
+    by_mode = {mode: make_docs(nlp.vocab, documents, mode) for mode in DocMode}
+    sentences = gold_texts(by_mode[DocMode.sentence], "test")
+    assert len(sentences) == 3453 and sum(len(g.entities) for g in sentences) == 5648
+    for gold, doc in zip(sentences, by_mode[DocMode.sentence], strict=True):
+        assert sorted(gold.text[start:end] for start, end, _ in gold.entities) == sorted(e.text for e in doc.ents)
+    # The texts of a document, split at its sentences, are the sentence-mode texts.
+    assert [(g.text, g.entities) for g in gold_texts(by_mode[DocMode.document], "test", per_sentence=True)] == [
+        (g.text, g.entities) for g in sentences
+    ]
+    # One-token patterns cannot cross a sentence start, so both modes must score alike.
+    results = {mode: evaluate_raw_text(nlp, gold_texts(docs, "test")) for mode, docs in by_mode.items()}
+    for key in ("precision", "recall", "f1", "per_type", "n_predicted_entities"):
+        assert results[DocMode.sentence][key] == results[DocMode.document][key]
+    assert results[DocMode.sentence]["precision"] > 0.5 and results[DocMode.document]["n_texts"] == len(documents)
