@@ -618,6 +618,10 @@ def pooled_rows(batch: Any, pooling: Any) -> list[Any]:
         rows = pooling.ops.reshape2f(array, -1, array.shape[-1])
         align = batch.align
         pooled = pooling.predict(Ragged(rows[align.dataXd], pooling.ops.asarray(align.lengths)))
+        if not len(align.dataXd):
+            # thinc pools a batch without one aligned wordpiece (whitespace-only text) into zero columns; a
+            # token without wordpieces is a zero vector of the encoder's width, as it is beside aligned ones.
+            pooled = pooling.ops.alloc2f(len(align.lengths), array.shape[-1])
         empty = pooling.ops.alloc2f(0, 0)  # trfs2arrays' output for a Doc without spans
         cache[id(pooling)] = [
             empty if extent is None else pooled[extent[0] : extent[1]] for extent in doc_token_ranges(batch)
