@@ -51,6 +51,7 @@ texts = [f"Talks between Germany and France resumed on day {i} in Paris ." for i
 docs = list(nlp.pipe(texts, batch_size=32))
 print(json.dumps({
     "ents": [[e.text, e.label_, e.start, e.end] for e in doc.ents],
+    "scores": [e._.score for e in doc.ents],
     "n_docs": len(docs),
     "pipe_labels": sorted({e.label_ for d in docs for e in d.ents}),
     "pipeline": nlp.pipe_names,
@@ -168,12 +169,14 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, wheel_python: P
         for path, hiding_place in hidden:
             hiding_place.rename(path)
     result = json.loads(output.strip().splitlines()[-1])
-    assert result["pipeline"] == ["transformer", "ner", "encoder_backend"]
+    assert result["pipeline"] == ["transformer", "ner", "entity_scores", "encoder_backend"]
     assert result["module"].startswith(str(wheel_python.parent.parent))
     assert result["n_docs"] == 200
     assert result["ents"], "the trained model found no entity in a sentence from its training data"
     for _text, label, start, end in result["ents"]:
         assert label in LABELS and 0 <= start < end
+    # Every entity scored by the shipped entity_scores component, its calibration read from the wheel.
+    assert len(result["scores"]) == len(result["ents"]) and all(0 < score <= 1 for score in result["scores"])
     assert set(result["pipe_labels"]) <= LABELS
     assert not result["quantized"]
     for backend, backend_result in by_backend.items():
