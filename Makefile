@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Where nvidia-smi lists a GPU, the gpu extra (all of the CPU extras plus cupy for the pinned torch's
 # CUDA 13), so that `make all` trains there as it is; elsewhere the CPU extras. EXTRAS=... chooses.
-CPU_EXTRAS := dev,cpu,ray,onnx,serve
+CPU_EXTRAS := dev,cpu,ray,onnx,optimum,serve
 GPU_FOUND := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo yes)
 EXTRAS ?= $(if $(GPU_FOUND),gpu,$(CPU_EXTRAS))
 ARGS ?=

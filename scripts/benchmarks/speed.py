@@ -37,7 +37,7 @@ from scripts.benchmarks.harness import (
     timed_passes,
     use_threads,
 )
-from scripts.benchmarks.speed_configurations import CONFIGURATIONS, HF_BASELINE, SPACY_PIPELINES, Runner
+from scripts.benchmarks.speed_configurations import CONFIGURATIONS, HF_BASELINE, SCORES_OFF, SPACY_PIPELINES, Runner
 from scripts.lib.cli import fail
 from scripts.lib.pipeline_loading import PipelineLoadError
 from scripts.lib.preflight import PreflightError, resolve_encoder
@@ -108,6 +108,7 @@ def benchmark(
             if each.pretokenized in speed
         },
         **{each.ratio_vs_peer: speed[each.name] / speed[each.peer] for each in measured if each.peer in speed},
+        **({SCORES_RATIO: speed[SPACY_PIPELINES[0].name] / speed[SCORES_OFF]} if SCORES_OFF in speed else {}),
         "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
         "skipped": skipped,
@@ -118,6 +119,10 @@ def benchmark(
         "machine": machine_description(),
         "options": options,
     }
+
+
+# Words/s of the PyTorch fp32 pipeline with entity scores over the same pipeline without them.
+SCORES_RATIO = "ratio_scores_on_vs_off"
 
 
 def skipped_configurations() -> dict[str, str]:
@@ -187,6 +192,8 @@ def markdown(result: dict[str, Any]) -> str:
             "against HF optimum's pipeline of the same precision: "
             + ", ".join(f"{each.engine} {result[each.ratio_vs_peer]:.2f}x" for each in peers)
         )
+    if SCORES_RATIO in result:
+        shares.append(f"entity scores on, against off (PyTorch fp32): {result[SCORES_RATIO]:.2f}x")
     return (
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} torch threads, "
         f"median of {result['repetitions']} passes after a warm-up; {result['machine']}.\n\n"

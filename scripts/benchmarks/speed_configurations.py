@@ -38,11 +38,11 @@ class Runner:
     raw_text_f1: Callable[[], dict[str, Any]] | None = None
 
 
-def spacy_runner(model: str, backend: str, gpu_id: int, test_docbin: str) -> Runner:
+def spacy_runner(model: str, backend: str, gpu_id: int, test_docbin: str, exclude: tuple[str, ...] = ()) -> Runner:
     from scripts.lib.pipeline_loading import load_pipeline
     from scripts.lib.scoring import evaluate, load_gold_docs
 
-    nlp = load_pipeline(model, gpu_id, backend)
+    nlp = load_pipeline(model, gpu_id, backend, exclude=exclude)
 
     def run(texts: list[str]) -> None:
         for _ in nlp.pipe(texts):
@@ -193,8 +193,10 @@ RunnerFactory = Callable[[dict[str, Any], int], Runner]
 
 # The backends are spelled out as scripts/components/encoder_backend.py names them (TORCH, TORCH_INT8, ONNX,
 # ONNX_INT8): importing that module here would import torch.
-def spacy_pipeline(backend: str) -> RunnerFactory:
-    return lambda options, gpu_id: spacy_runner(options["spacy_model"], backend, gpu_id, options["test_docbin"])
+def spacy_pipeline(backend: str, exclude: tuple[str, ...] = ()) -> RunnerFactory:
+    return lambda options, gpu_id: spacy_runner(
+        options["spacy_model"], backend, gpu_id, options["test_docbin"], exclude
+    )
 
 
 def hf_pipeline(batch_size: int) -> RunnerFactory:
@@ -251,6 +253,8 @@ ONNX_RUNTIME = {"extra": "onnx", "modules": ("onnxruntime", "onnx")}
 OPTIMUM = {"extra": "optimum", "modules": ("optimum.onnxruntime", "onnxruntime", "onnx")}
 # The aggregation of the HF pipeline rows' timed passes (each is scored with all of them).
 SPEED_AGGREGATION = "simple"
+# The PyTorch fp32 pipeline loaded without its entity_scores component: what the scores cost.
+SCORES_OFF = "spacy_scores_off"
 
 
 CONFIGURATIONS = (
@@ -304,6 +308,12 @@ CONFIGURATIONS = (
         peer="optimum_onnx_int8",
         ratio_vs_peer="ratio_onnx_int8_vs_optimum_onnx_int8",
         **ONNX_RUNTIME,
+    ),
+    SpeedConfiguration(
+        SCORES_OFF,
+        'spaCy pipeline, PyTorch fp32, entity scores off (loaded with exclude=["entity_scores"])',
+        spacy_pipeline("torch", exclude=("entity_scores",)),
+        on_gpu=True,
     ),
     SpeedConfiguration("hf_pipeline_bs1", "HF pipeline, batch 1", hf_pipeline(1), on_gpu=True, f1_from_reference=True),
     SpeedConfiguration(HF_BASELINE, "HF pipeline, batch 32", hf_pipeline(32), on_gpu=True, f1_from_reference=True),

@@ -37,11 +37,18 @@ def chosen_backend(backend: str, int8: bool) -> str:
     return TORCH_INT8 if int8 else backend
 
 
-def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH, needs: Sequence[str] = ()) -> Language:
+def load_pipeline(
+    model: str,
+    gpu_id: int = -1,
+    backend: str = TORCH,
+    needs: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> Language:
     """A pipeline from a folder or an installed package; PipelineLoadError says how to get one.
 
     backend: what runs the encoder (scripts.components.encoder_backend): torch, torch-int8, onnx or onnx-int8;
     all but torch run on the CPU only. needs: components the caller cannot work without (e.g. ner).
+    exclude: components not to load, as spacy.load's exclude.
     """
     backend = getattr(backend, "value", backend)
     if backend not in BACKENDS:
@@ -61,7 +68,7 @@ def load_pipeline(model: str, gpu_id: int = -1, backend: str = TORCH, needs: Seq
             ) from None
     try:
         location = pipeline_location(model)
-        nlp = spacy.load(location, config=backend_overrides(model, location, backend))
+        nlp = spacy.load(location, config=backend_overrides(model, location, backend), exclude=list(exclude))
     except EncoderBackendError as err:
         raise PipelineLoadError(str(err)) from None
     missing = [name for name in needs if name not in nlp.pipe_names]

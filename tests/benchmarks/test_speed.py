@@ -59,7 +59,7 @@ def test_without_onnx_runtime_its_rows_are_skipped_with_the_extra_named(monkeypa
     skipped = speed_benchmark.skipped_configurations()
     assert set(skipped) == ONNX_ROWS | OPTIMUM_ROWS
     assert all("onnxruntime not installed: the onnx extra brings it" in skipped[name] for name in ONNX_ROWS)
-    # optimum itself may be missing too (it is not in `make test`'s extras): then both are named.
+    # With onnxruntime hidden, the optimum rows name it too (and optimum, where that is absent as well).
     assert all(
         "onnxruntime" in skipped[name] and "not installed: the optimum extra brings" in skipped[name]
         for name in OPTIMUM_ROWS
@@ -108,6 +108,7 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     speed = json.loads(output.read_text())
     for key in (
         "spacy_words_per_s",
+        "spacy_scores_off_words_per_s",
         "spacy_int8_words_per_s",
         "spacy_onnx_words_per_s",
         "spacy_onnx_int8_words_per_s",
@@ -128,6 +129,11 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     assert speed["ratio_vs_hf_bs32"] == pytest.approx(
         speed["spacy_words_per_s"] / speed["hf_pipeline_bs32_words_per_s"]
     )
+    # Entity scores cost time, never entities: the same test F1 with them on and off.
+    assert speed["ratio_scores_on_vs_off"] == pytest.approx(
+        speed["spacy_words_per_s"] / speed["spacy_scores_off_words_per_s"]
+    )
+    assert speed["test_f1_strict"]["spacy"] == speed["test_f1_strict"]["spacy_scores_off"]
     assert speed["ratio_int8_vs_encoder_int8"] == pytest.approx(
         speed["spacy_int8_words_per_s"] / speed["encoder_forward_int8_words_per_s"]
     )
@@ -152,6 +158,7 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     reference = json.loads((recipe / "hf" / "reference.json").read_text())
     assert set(speed["test_f1_strict"]) == {
         "spacy",
+        "spacy_scores_off",
         "spacy_int8",
         "spacy_onnx",
         "spacy_onnx_int8",
@@ -167,4 +174,5 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     assert "| bare encoder forward, ONNX Runtime int8, pre-tokenized batches of 32 |" in table
     assert "| HF optimum pipeline, ONNX Runtime dynamic int8 (avx512_vnni, per channel), batch 32 |" in table
     assert "against HF optimum's pipeline of the same precision: ONNX Runtime fp32" in table
+    assert "entity scores on, against off (PyTorch fp32): " in table
     assert "onnxruntime 1.32.0" in speed["machine"] and "torch " in speed["machine"]
