@@ -24,12 +24,9 @@ SENTENCES = 300
 INT8_SCORE_TOLERANCE = 0.15
 
 
-KNOWN_BUG = pytest.mark.xfail(
-    reason="Open bug: on the workflow's tiny pipeline a reloaded copy and two processes gave other scores for some "
-    "entities (0.85 against 0.92) in the fresh-clone run; on the CPU demo model two loads, and batched against "
-    "unbatched inference, agree exactly. To find before entity scores are called done.",
-    strict=False,
-)
+# Another load, another process or another batch may add float noise (BLAS and torch's threads sum in
+# another order): scores agree to this, entities exactly.
+SCORE_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +46,11 @@ def entities(rows: list[list[tuple]]) -> list[list[tuple[int, int, str]]]:
 
 def scores(rows: list[list[tuple]]) -> numpy.ndarray:
     return numpy.array([row[3] for doc in rows for row in doc], dtype=float)
+
+
+def assert_same_scored(actual: list[list[tuple]], expected: list[list[tuple]]) -> None:
+    assert entities(actual) == entities(expected)
+    assert numpy.abs(scores(actual) - scores(expected)).max(initial=0.0) <= SCORE_TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -73,30 +75,31 @@ def test_scores_are_in_doc_spans_as_spancat_writes_them(workflow):
     assert group.attrs["scores"] == [ent._.score for ent in doc.ents]
 
 
-@KNOWN_BUG
 def test_the_calibration_is_fitted_after_training_and_survives_saving(workflow, texts, with_scores, tmp_path):
     assert (workflow.model_best / "entity_scores" / CALIBRATION_FILE).is_file()
     nlp = spacy.load(workflow.model_best)
     assert nlp.get_pipe("entity_scores").calibration is not None
     nlp.to_disk(tmp_path / "copy")
-    assert scored(spacy.load(tmp_path / "copy"), texts) == with_scores
+    assert_same_scored(scored(spacy.load(tmp_path / "copy"), texts), with_scores)
     reloaded = spacy.load(workflow.model_best)
     reloaded.get_pipe("entity_scores").from_bytes(nlp.get_pipe("entity_scores").to_bytes())
-    assert scored(reloaded, texts) == with_scores
+    assert_same_scored(scored(reloaded, texts), with_scores)
 
 
 def test_the_threshold_keeps_the_entities_scored_at_or_above_it(workflow, texts, with_scores):
-    threshold = float(numpy.median(scores(with_scores)))
+    # Halfway between two neighbouring scores near the median, so float noise cannot move an entity across it.
+    distinct = numpy.unique(scores(with_scores))
+    middle = len(distinct) // 2
+    threshold = float(distinct[middle - 1] + distinct[middle]) / 2
     nlp = spacy.load(workflow.model_best, config={"components.entity_scores.threshold": threshold})
     kept = scored(nlp, texts)
     expected = [[row for row in doc if row[3] >= threshold] for doc in with_scores]
-    assert kept == expected
+    assert_same_scored(kept, expected)
     assert 0 < sum(map(len, kept)) < sum(map(len, with_scores))
 
 
-@KNOWN_BUG
 def test_two_processes_give_the_same_scores(workflow, texts, with_scores):
-    assert scored(spacy.load(workflow.model_best), texts, n_process=2, batch_size=50) == with_scores
+    assert_same_scored(scored(spacy.load(workflow.model_best), texts, n_process=2, batch_size=50), with_scores)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch-int8", "onnx-int8"])
@@ -118,7 +121,7 @@ def test_every_backend_scores_the_entities(workflow, texts, with_scores, backend
 def test_the_installed_wheel_scores_with_its_calibration(installed_model, texts, with_scores):
     nlp = spacy.load(installed_model)
     assert installed_model == PACKAGE and nlp.get_pipe("entity_scores").calibration is not None
-    assert scored(nlp, texts) == with_scores
+    assert_same_scored(scored(nlp, texts), with_scores)
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5])
