@@ -8,6 +8,9 @@ context only: the transformer sees them, the ner is neither trained nor scored o
 entity annotation is marked missing). That is the FLERT set-up (Schweter and Akbik, 2020) when
 `max_tokens` is 0: one sentence per example, with its neighbours as context. On a DocBin of
 sentences (`doc_mode=sentence`) every example is one sentence, as with `spacy.Corpus.v1`.
+`gold_preproc`, as in `spacy.Corpus.v1`, chooses the tokens the model learns on: the gold words
+(true), or the pipeline tokenizer's cuts of each example's text with the gold entities aligned to
+them by characters (false), which is what `nlp(text)` sees.
 
 `en_bert_ner.batch_by_words_sorted.v1` gives every step about `size` words whatever the mode:
 sentences of 14 words and chunks of 120 alike. It sorts a buffer by length, as

@@ -207,7 +207,8 @@ class StandInService:
 SMALL_LIMITS = ServeSettings("model", max_texts=3, max_text_chars=20, max_body_bytes=300, max_queue=8)
 
 
-def call(service: Any, method: str, path: str, settings: ServeSettings = SMALL_LIMITS, **request: Any
+def call(
+    service: Any, method: str, path: str, settings: ServeSettings = SMALL_LIMITS, **request: Any
 ) -> httpx.Response:
     async def main() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(service, settings), raise_app_exceptions=False)
@@ -242,8 +243,11 @@ BAD_REQUESTS = [
     ({"json": ["a"]}, 422, "must be a JSON object"),
     ({"json": {"text": "x" * 21}}, 413, '"text" is 21 characters; the limit is 20'),
     ({"json": {"texts": ["a"] * 4}}, 413, "holds 4 texts; the server takes at most 3"),
-    ({"content": b'{"texts": ["a", "b\\ud800"]}', "headers": {"content-type": "application/json"}}, 422,
-     '"texts[1]": the text holds an unpaired surrogate'),
+    (
+        {"content": b'{"texts": ["a", "b\\ud800"]}', "headers": {"content-type": "application/json"}},
+        422,
+        '"texts[1]": the text holds an unpaired surrogate',
+    ),
     ({"json": {"text": "y" * 400}}, 413, "the server takes at most 300 bytes"),
 ]
 
@@ -346,8 +350,10 @@ def test_the_serve_config_file_is_a_valid_ray_serve_config_that_builds():
 
 
 def test_a_failed_replica_is_reported_by_the_last_line_of_its_error():
-    quoted = "The deployment failed to start 3 times in a row.\nTraceback (most recent call last):\n  File x\n" \
-             "scripts.lib.pipeline_loading.PipelineLoadError: No pipeline at /m: there is no such folder.\n\n"
+    quoted = (
+        "The deployment failed to start 3 times in a row.\nTraceback (most recent call last):\n  File x\n"
+        "scripts.lib.pipeline_loading.PipelineLoadError: No pipeline at /m: there is no such folder.\n\n"
+    )
     assert last_error_line(quoted) == "scripts.lib.pipeline_loading.PipelineLoadError: No pipeline at /m: there is " \
                                       "no such folder."  # fmt: skip
     assert last_error_line("") == ""
