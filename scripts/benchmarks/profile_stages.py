@@ -91,6 +91,7 @@ STAGES = {
     "listener_alignment": "listener: wordpieces to tokens per Doc",
     "pooling": "listener: pooling (reduce_mean)",
     "ner": "NER: parser and setting the entities",
+    "entity_scores": "entity scores (the ner's action probabilities, calibrated)",
     "encoder_backend": "encoder_backend (releases the batch)",
     "other": "other (nlp.pipe's loop)",
 }

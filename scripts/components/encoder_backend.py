@@ -384,6 +384,8 @@ def output_signature(torch_model: Any, tokenizer: Any) -> tuple[type, list[str]]
 # Where a Doc keeps its place in the transformer's batch, from the transformer to its listeners: a
 # user_data key of its own, not a doc._ extension.
 BATCH_KEY = ("en_bert_ner", "transformer_batch")
+# The greedy NER's score rows of each Doc (ActionScoreRecorder); entity_scores.py names the same key.
+ACTION_SCORES_KEY = ("en_bert_ner", "ner_action_scores")
 # The key under which spaCy keeps the value of doc._.trf_data.
 TRF_DATA_KEY = ("._.", "trf_data", None, None)
 
@@ -686,6 +688,9 @@ class GreedyEntityRecognizer(EntityRecognizer):
     transitions, so the same entities, in 5 µs a word. Training is spaCy's, untouched.
     """
 
+    # Set by a component that reads the action scores (entity_scores): each Doc then gets its steps' score rows.
+    keep_action_scores = False
+
     def predict(self, docs: Any) -> Any:
         from thinc.api import NumpyOps, set_dropout_rate
 
@@ -698,10 +703,43 @@ class GreedyEntityRecognizer(EntityRecognizer):
         batch = self.moves.init_batch(docs)
         step_model = self.model.predict(docs)
         states = [state for state in batch if not state.is_final()]
+        recorder = ActionScoreRecorder(docs, batch, self.moves.n_moves) if self.keep_action_scores else None
         while states:
-            states = self.transition_states(states, step_model.predict(states))
+            scores = step_model.predict(states)
+            if recorder is not None:
+                recorder.add(states, scores)
+            states = self.transition_states(states, scores)
         step_model.clear_memory()
+        if recorder is not None:
+            recorder.store()
         return batch
+
+
+class ActionScoreRecorder:
+    """The NER's score rows of one batch, step by step, kept on each Doc for entity_scores.
+
+    Every BILUO action consumes one token, so step t of a Doc scores the actions at its token t.
+    doc.user_data[ACTION_SCORES_KEY] gets an array (tokens x actions): the scores the greedy
+    decoding chose from, so entity_scores reads the probabilities of the path without running the
+    NER again. entity_scores takes the array out of the Doc as it reads it.
+    """
+
+    def __init__(self, docs: Sequence[Doc], batch: Sequence[Any], n_moves: int) -> None:
+        self.docs = docs
+        starts = numpy.cumsum([0] + [len(doc) for doc in docs])
+        self.starts = starts[:-1]
+        self.start_of = {id(state): int(start) for state, start in zip(batch, self.starts, strict=True)}
+        self.rows = numpy.zeros((int(starts[-1]), n_moves), dtype="float32")
+        self.step = 0
+
+    def add(self, states: Sequence[Any], scores: Any) -> None:
+        targets = numpy.fromiter((self.start_of[id(state)] for state in states), dtype=numpy.int64, count=len(states))
+        self.rows[targets + self.step] = scores
+        self.step += 1
+
+    def store(self) -> None:
+        for doc, start in zip(self.docs, self.starts, strict=True):
+            doc.user_data[ACTION_SCORES_KEY] = self.rows[start : start + len(doc)]
 
 
 # The settings of EntityRecognizer.__init__ that it keeps in its cfg.
@@ -769,7 +807,9 @@ def install_batched_inference(nlp: Language, transformer_name: str, keep_trf_dat
 
 
 def forget_batch(doc: Doc) -> Doc:
+    """What batched inference left on the Doc for later components: its batch place, the ner's score rows."""
     doc.user_data.pop(BATCH_KEY, None)
+    doc.user_data.pop(ACTION_SCORES_KEY, None)
     return doc
 
 

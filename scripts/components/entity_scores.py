@@ -8,6 +8,11 @@ overconfident, so a calibration fitted on the dev split, read as raw text as use
 scaling), maps them to probabilities (scripts.lib.calibration_fit, run by scripts.workflow.train
 after training). It is saved in the pipeline folder, and so in the wheel, beside the component.
 
+The ner need not run twice: encoder_backend's greedy NER (on a CPU) keeps the score rows it decoded
+from on each Doc when this component asks it to, and those rows along its own path are the ones
+wanted. Where they are missing (another NER class, a GPU, or doc.ents changed after the ner) the
+ner runs again along doc.ents' path (replayed_rows).
+
 Beam search was measured too (docs/entity-scores.md): its summed parse probabilities give most entities
 exactly 1.0, as a width-16 beam keeps variants of the last decisions and none of the first ones.
 
@@ -35,6 +40,9 @@ from spacy.util import ensure_path, minibatch
 
 FACTORY = "entity_scores"
 SCORED_KEY = "scored_ents"
+# Where encoder_backend.py's greedy NER leaves each Doc's score rows (its ACTION_SCORES_KEY; this file imports
+# nothing of the project, so the key is spelled out in both).
+ACTION_SCORES_KEY = ("en_bert_ner", "ner_action_scores")
 CALIBRATION_FILE = "calibration.json"
 # Raw scores are clipped this far from 0 and 1 before their logit: a product of action probabilities can round to 1.
 RAW_SCORE_FLOOR = 1e-9
@@ -160,38 +168,49 @@ def path_arrays(doc: Doc, table: ActionTable) -> tuple[numpy.ndarray, ...]:
     return taken, open_after, is_space, may_continue
 
 
-def action_probabilities(ner: Any, docs: Sequence[Doc], table: ActionTable) -> list[numpy.ndarray]:
-    """Per doc, per token up to its last entity: the probability of the action behind `doc.ents`
-    among the actions valid there (a softmax of the ner's scores over them)."""
-    paths = [path_arrays(doc, table) for doc in docs]
-    # Past a doc's last entity no score needs the ner's actions: its state leaves the batch there.
-    ends = [max(ent.end for ent in doc.ents) if doc.ents else 0 for doc in docs]
-    probabilities = [numpy.ones(end) for end in ends]
+def path_probabilities(
+    rows: numpy.ndarray, path: tuple[numpy.ndarray, ...], table: ActionTable, greedy: bool = False
+) -> numpy.ndarray | None:
+    """Per token of `rows` (the ner's scores, token by token): the probability of the action behind
+    `doc.ents` among the actions valid there (a softmax of the scores over them).
+
+    greedy: the rows are the ner's own decoding, which took the best valid action at each token;
+    None if at some token that is not the action behind doc.ents (changed after the ner).
+    """
+    taken, open_after, is_space, may_continue = (values[: len(rows)] for values in path)
+    open_label = numpy.concatenate([[-1], open_after[:-1]]).astype(numpy.int64)
+    masked = numpy.where(table.valid(open_label, is_space, may_continue), rows, -numpy.inf)
+    if greedy and not numpy.array_equal(masked.argmax(axis=1), taken):
+        return None
+    masked -= masked.max(axis=1, keepdims=True)
+    exp = numpy.exp(masked)
+    return exp[numpy.arange(len(rows)), taken] / exp.sum(axis=1)
+
+
+def replayed_rows(
+    ner: Any, docs: Sequence[Doc], taken: Sequence[numpy.ndarray], table: ActionTable, ends: Sequence[int]
+) -> list[numpy.ndarray]:
+    """Per doc: the ner's score rows along the path of `doc.ents` (actions `taken`), token by token up to `ends`.
+
+    The ner runs again on the docs and takes, at each token, the action doc.ents took (a one-hot
+    score row per state through spaCy's own transition_states), so the states are those of that path.
+    """
+    rows = [numpy.zeros((end, table.n_classes), dtype="float32") for end in ends]
     states = ner.moves.init_batch(list(docs))
     model = ner.model.predict(list(docs))
     active = [i for i in range(len(docs)) if ends[i] > 0]
     position = 0
     while active:
         scores = model.predict([states[i] for i in active])
-        taken = numpy.array([paths[i][0][position] for i in active])
-        open_label = numpy.array([paths[i][1][position - 1] if position else -1 for i in active])
-        is_space = numpy.array([paths[i][2][position] for i in active])
-        may_continue = numpy.array([paths[i][3][position] for i in active])
-        masked = numpy.where(table.valid(open_label, is_space, may_continue), scores, -numpy.inf)
-        masked -= masked.max(axis=1, keepdims=True)
-        exp = numpy.exp(masked)
-        rows = numpy.arange(len(active))
-        chosen = exp[rows, taken] / exp.sum(axis=1)
         for row, i in enumerate(active):
-            probabilities[i][position] = chosen[row]
-        # Take the actions the greedy parse took: a one-hot score row per state.
+            rows[i][position] = scores[row]
         one_hot = numpy.zeros(scores.shape, dtype="float32")
-        one_hot[rows, taken] = 1.0
+        one_hot[numpy.arange(len(active)), [taken[i][position] for i in active]] = 1.0
         ner.transition_states([states[i] for i in active], one_hot)
         position += 1
         active = [i for i in active if position < ends[i]]
     model.clear_memory()
-    return probabilities
+    return rows
 
 
 class EntityScorer:
@@ -222,17 +241,37 @@ class EntityScorer:
             )
 
     def raw_scores(self, docs: Sequence[Doc]) -> list[list[float]]:
-        """Per doc, per entity of doc.ents: the product of its actions' probabilities."""
+        """Per doc, per entity of doc.ents: the product of its actions' probabilities.
+
+        The score rows come from the ner's own decoding where it kept them (encoder_backend's greedy
+        NER, asked to by listen_to_ner), else from running the ner again along doc.ents' path.
+        """
         ner = self.nlp.get_pipe(self.ner)
         if self._table is None:
             self._table = ActionTable(ner)
-        scorable = [doc for doc in docs if doc.ents]
-        by_doc = iter(action_probabilities(ner, scorable, self._table) if scorable else [])
-        scores = []
-        for doc in docs:
-            probabilities = next(by_doc) if doc.ents else None
-            scores.append([float(numpy.prod(probabilities[ent.start : ent.end])) for ent in doc.ents])
-        return scores
+        ends = [max(ent.end for ent in doc.ents) if doc.ents else 0 for doc in docs]
+        kept = [doc.user_data.pop(ACTION_SCORES_KEY, None) for doc in docs]
+        paths = [path_arrays(doc, self._table) if end else None for doc, end in zip(docs, ends, strict=True)]
+        probabilities = [
+            path_probabilities(rows[:end], path, self._table, greedy=True) if end and rows is not None else None
+            for rows, path, end in zip(kept, paths, ends, strict=True)
+        ]
+        again = [i for i in range(len(docs)) if ends[i] and probabilities[i] is None]
+        if again:
+            replayed = replayed_rows(
+                ner, [docs[i] for i in again], [paths[i][0] for i in again], self._table, [ends[i] for i in again]
+            )
+            for i, rows in zip(again, replayed, strict=True):
+                probabilities[i] = path_probabilities(rows, paths[i], self._table)
+        return [
+            [float(numpy.prod(probabilities[i][ent.start : ent.end])) for ent in doc.ents] for i, doc in enumerate(docs)
+        ]
+
+    def listen_to_ner(self) -> None:
+        """Ask the ner to keep its score rows on each Doc, where it can (encoder_backend's greedy NER)."""
+        ner = self.nlp.get_pipe(self.ner) if self.ner in self.nlp.pipe_names else None
+        if hasattr(ner, "keep_action_scores"):
+            ner.keep_action_scores = True
 
     def probabilities(self, raw: Sequence[float]) -> list[float]:
         if not raw:
@@ -253,6 +292,7 @@ class EntityScorer:
 
     def pipe(self, docs: Iterable[Doc], batch_size: int = 128) -> Iterator[Doc]:
         self.check_calibrated()
+        self.listen_to_ner()  # before the first batch: nlp.pipe runs the ner as this loop asks for Docs
         for batch in minibatch(docs, size=batch_size):
             for doc, raw in zip(batch, self.raw_scores(batch), strict=True):
                 self.set_scores(doc, raw)

@@ -113,7 +113,7 @@ def test_profile_of_both_inferences_on_a_slice(tmp_path, workflow: WorkflowRun):
         for name, variant in variants.items():
             per_word = variant["us_per_word"]
             assert sum(per_word[stage] for stage in STAGES) == pytest.approx(per_word["total"], rel=1e-6)
-            for stage in ("tokenizer", "hf_tokenization", "alignment", "encoder", "pooling", "ner"):
+            for stage in ("tokenizer", "hf_tokenization", "alignment", "encoder", "pooling", "ner", "entity_scores"):
                 assert per_word[stage] > 0, (name, stage)
             assert variant["differing_sentences"] == 0, name
             assert variant["words_per_second"] > 0 and variant["busiest_functions"]

@@ -10,11 +10,17 @@ import pytest
 import spacy
 
 from scripts.benchmarks.harness import sentence_texts
+from scripts.components import entity_scores as entity_scores_module
+from scripts.components.encoder_backend import ACTION_SCORES_KEY as BACKEND_ACTION_SCORES_KEY
 from scripts.components.entity_scores import (
+    ACTION_SCORES_KEY,
     CALIBRATION_FILE,
     SCORED_KEY,
+    ActionTable,
     EntityScoresError,
     LogisticCalibration,
+    path_arrays,
+    path_probabilities,
 )
 from tests.conftest import PACKAGE
 
@@ -73,6 +79,47 @@ def test_scores_are_in_doc_spans_as_spancat_writes_them(workflow):
     group = doc.spans[SCORED_KEY]
     assert [(s.start, s.end, s.label_) for s in group] == [(e.start, e.end, e.label_) for e in doc.ents]
     assert group.attrs["scores"] == [ent._.score for ent in doc.ents]
+
+
+def test_the_scores_come_from_the_ners_own_decoding_and_equal_a_replay(workflow, texts, with_scores, monkeypatch):
+    """On the CPU the greedy NER keeps its score rows for entity_scores: the ner runs once, and the scores are
+    those of running it again along doc.ents' path (the way taken without kept rows)."""
+    assert ACTION_SCORES_KEY == BACKEND_ACTION_SCORES_KEY
+    replays = []
+    replayed_rows = entity_scores_module.replayed_rows
+    monkeypatch.setattr(
+        entity_scores_module, "replayed_rows", lambda *args: replays.append(len(args[1])) or replayed_rows(*args)
+    )
+    nlp = spacy.load(workflow.model_best, config={"components.encoder_backend.keep_trf_data": True})
+    docs = list(nlp.pipe(texts))
+    assert replays == [], "the ner ran again although it kept its score rows"
+    assert not any(ACTION_SCORES_KEY in doc.user_data for doc in docs), "the score rows stayed on the Docs"
+    assert_same_scored([[(e.start, e.end, e.label_, e._.score) for e in doc.ents] for doc in docs], with_scores)
+    # Without kept rows (the Docs made with entity_scores off; encoder_backend drops what the ner kept), the
+    # component runs the ner again, from doc._.trf_data.
+    unscored = list(nlp.pipe(texts, disable=["entity_scores"]))
+    assert not any(ACTION_SCORES_KEY in doc.user_data for doc in unscored)
+    rescored = list(nlp.get_pipe("entity_scores").pipe(unscored))
+    assert sum(replays) == sum(1 for doc in unscored if doc.ents)
+    assert_same_scored([[(e.start, e.end, e.label_, e._.score) for e in doc.ents] for doc in rescored], with_scores)
+
+
+def test_kept_rows_of_another_path_are_not_used(workflow, texts):
+    """Rows whose best valid actions are not doc.ents' path (entities changed after the ner) give no probabilities."""
+    nlp = spacy.load(workflow.model_best)
+    ner = nlp.get_pipe("ner")
+    table = ActionTable(ner)
+    doc = next(doc for doc in nlp.pipe(texts, disable=["entity_scores"]) if doc.ents)
+    path = path_arrays(doc, table)
+    rows = numpy.full((len(doc), table.n_classes), -5.0, dtype="float32")
+    rows[numpy.arange(len(doc)), path[0]] = 3.0  # the path's action is the best at every token
+    probabilities = path_probabilities(rows, path, table, greedy=True)
+    assert probabilities is not None and numpy.all((probabilities > 0.5) & (probabilities <= 1.0))
+    first = doc.ents[0].start
+    rows[first, path[0][first]] = -10.0  # another valid action is now the best at the first entity's start
+    assert path_probabilities(rows, path, table, greedy=True) is None
+    replayed = path_probabilities(rows, path, table)  # rows of a replay: the taken action's probability all the same
+    assert replayed is not None and replayed[first] < 0.01
 
 
 def test_the_calibration_is_fitted_after_training_and_survives_saving(workflow, texts, with_scores, tmp_path):
