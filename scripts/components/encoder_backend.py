@@ -831,7 +831,7 @@ class EncoderBackend:
         cache_dir: str,
         batched_inference: bool = True,
         keep_trf_data: bool = False,
-        onnx_spinning: bool = True,
+        onnx_spinning: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise EncoderBackendError(
@@ -970,7 +970,8 @@ SHARED_DEFAULTS = {
     "cache_dir": "",
     "batched_inference": True,
     "keep_trf_data": False,
-    "onnx_spinning": True,
+    # Sleeping pool threads: inside the pipeline, spaCy's work runs between encoder calls on the same cores.
+    "onnx_spinning": False,
 }
 # The copy of this file that registers the factories also makes the process fork-safe (at the end of the file).
 FIRST_COPY_IN_PROCESS = not Language.has_factory(FACTORY)
