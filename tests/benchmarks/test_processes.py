@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from scripts.benchmarks.processes import CONFIGURATIONS
-from tests.conftest import PROJECT_DIR, WorkflowRun, run
+from tests.conftest import PROJECT_DIR, WorkflowRun, flat, run
 
 pytestmark = pytest.mark.slow
 
@@ -45,5 +45,5 @@ def test_unknown_model_fails_before_any_process_starts(tmp_path, workflow: Workf
                str(workflow.project / "corpus" / "test.spacy"), str(output)]  # fmt: skip
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert "no such folder" in result.stdout + result.stderr
+    assert "no such folder" in flat(result.stdout + result.stderr)
     assert not output.exists()

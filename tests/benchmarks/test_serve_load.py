@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from scripts.benchmarks.serve_load import checks, parse_levels, percentile
-from tests.conftest import PROJECT_DIR, WorkflowRun, run
+from tests.conftest import PROJECT_DIR, WorkflowRun, flat, run
 
 
 def level(words_per_second: float, p50: float, p99: float) -> dict:
@@ -81,5 +81,5 @@ def test_a_missing_model_stops_before_any_server_starts(tmp_path):
     command = [sys.executable, "-m", "scripts.benchmarks.serve_load", str(tmp_path / "missing"), str(docbin),
                str(tmp_path / "out.json")]  # fmt: skip
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and "no such folder" in result.stdout + result.stderr
+    assert result.returncode == 1 and "no such folder" in flat(result.stdout + result.stderr)
     assert not (tmp_path / "out.json").exists()
