@@ -37,7 +37,15 @@ from scripts.benchmarks.harness import (
     timed_passes,
     use_threads,
 )
-from scripts.benchmarks.speed_configurations import CONFIGURATIONS, HF_BASELINE, SCORES_OFF, SPACY_PIPELINES, Runner
+from scripts.benchmarks.speed_configurations import (
+    CONFIGURATIONS,
+    HF_BASELINE,
+    SCORES_OFF,
+    SCORES_ON,
+    SCORES_RATIO,
+    SPACY_PIPELINES,
+    Runner,
+)
 from scripts.lib.cli import fail
 from scripts.lib.pipeline_loading import PipelineLoadError
 from scripts.lib.preflight import PreflightError, resolve_encoder
@@ -108,7 +116,7 @@ def benchmark(
             if each.pretokenized in speed
         },
         **{each.ratio_vs_peer: speed[each.name] / speed[each.peer] for each in measured if each.peer in speed},
-        **({SCORES_RATIO: speed[SPACY_PIPELINES[0].name] / speed[SCORES_OFF]} if SCORES_OFF in speed else {}),
+        **({SCORES_RATIO: speed[SCORES_ON] / speed[SCORES_OFF]} if {SCORES_ON, SCORES_OFF} <= speed.keys() else {}),
         "test_f1_strict": {name: f1 for name, run in runs.items() if (f1 := run["test_f1_strict"]) is not None},
         "runs": runs,
         "skipped": skipped,
@@ -119,10 +127,6 @@ def benchmark(
         "machine": machine_description(),
         "options": options,
     }
-
-
-# Words/s of the PyTorch fp32 pipeline with entity scores over the same pipeline without them.
-SCORES_RATIO = "ratio_scores_on_vs_off"
 
 
 def skipped_configurations() -> dict[str, str]:

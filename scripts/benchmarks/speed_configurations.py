@@ -253,8 +253,10 @@ ONNX_RUNTIME = {"extra": "onnx", "modules": ("onnxruntime", "onnx")}
 OPTIMUM = {"extra": "optimum", "modules": ("optimum.onnxruntime", "onnxruntime", "onnx")}
 # The aggregation of the HF pipeline rows' timed passes (each is scored with all of them).
 SPEED_AGGREGATION = "simple"
-# The PyTorch fp32 pipeline loaded without its entity_scores component: what the scores cost.
-SCORES_OFF = "spacy_scores_off"
+# The PyTorch fp32 pipeline (SCORES_ON) against itself loaded without its entity_scores component: what the
+# scores cost, as words/s with them over words/s without (SCORES_RATIO).
+SCORES_ON, SCORES_OFF = "spacy", "spacy_scores_off"
+SCORES_RATIO = "ratio_scores_on_vs_off"
 
 
 CONFIGURATIONS = (
