@@ -71,6 +71,9 @@ ONNX_INSTALL = "pip install onnxruntime==1.32.0 onnx==1.23.2"
 EXPORT_FORMAT = "1"
 ONNX_OPSET = 17
 TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
+# Padded wordpieces per encoder call at inference on a CPU (see predict_in_calls); docs/benchmarks.md has the
+# sweep that chose it.
+DEFAULT_ENCODER_BATCH_WORDPIECES = 1024
 # Overrides the default cache folder of the ONNX graphs (a component's cache_dir setting overrides both).
 CACHE_VARIABLE = "EN_BERT_NER_ONNX_CACHE"
 
@@ -540,8 +543,11 @@ def refuse_backprop(gradient: Any) -> Any:
     )
 
 
-def batched_transformer_forward(model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Callable[..., Any]]:
-    """spacy-transformers' TransformerModel forward; at inference, with batched tokenization and alignment."""
+def batched_transformer_forward(
+    model: Any, docs: list[Doc], is_train: bool, encoder_batch_wordpieces: int = 0
+) -> tuple[Any, Callable[..., Any]]:
+    """spacy-transformers' TransformerModel forward; at inference, with batched tokenization and alignment,
+    and the encoder run in calls of at most `encoder_batch_wordpieces` padded wordpieces (predict_in_calls)."""
     from spacy_transformers.data_classes import FullTransformerBatch
     from spacy_transformers.layers.transformer_model import forward as upstream_forward
     from spacy_transformers.truncate import truncate_oversize_splits
@@ -554,9 +560,60 @@ def batched_transformer_forward(model: Any, docs: list[Doc], is_train: bool) -> 
     wordpieces, offsets = tokenize(tokenizer, span_texts(flat_spans))
     align = align_wordpieces(flat_spans, offsets)
     wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
-    model_output = model.layers[0].predict(wordpieces)
+    model_output = predict_in_calls(model.layers[0], wordpieces, encoder_batch_wordpieces)
     batch = FullTransformerBatch(spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align)
     return batch, refuse_backprop
+
+
+def encoder_calls(lengths: Sequence[int], budget: int) -> list[numpy.ndarray]:
+    """The rows of one encoder call each: sorted by length, as many as fit `budget` padded wordpieces (at least one)."""
+    order = numpy.argsort(numpy.asarray(lengths, dtype=numpy.int64), kind="stable")
+    calls: list[numpy.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        # Sorted ascending: the row just added is the longest of the call, so its padded size is its length x rows.
+        if end == len(order) or max(int(lengths[order[end]]), 1) * (end + 1 - start) > budget:
+            calls.append(order[start:end])
+            start = end
+    return calls
+
+
+def predict_in_calls(encoder: Any, wordpieces: Any, budget: int) -> Any:
+    """The encoder's output for the padded batch, computed in calls of at most `budget` padded wordpieces.
+
+    Each call takes rows of similar length, cut to the longest of them, so the encoder computes
+    little padding, on inputs small enough for the CPU's caches; the outputs are put back in the
+    batch's rows and padded width (at padding: what the call computed there, or zeros past its cut;
+    nothing reads them). budget 0: one call, as spacy-transformers makes it.
+    """
+    from spacy_transformers.data_classes import WordpieceBatch
+
+    n_rows, width = wordpieces.input_ids.shape if len(wordpieces) else (0, 0)
+    if budget <= 0 or n_rows * width <= budget:
+        return encoder.predict(wordpieces)
+    lengths = numpy.asarray(wordpieces.lengths, dtype=numpy.int64)
+    output_type, merged = None, {}
+    for rows in encoder_calls(lengths, budget):
+        cut = max(int(lengths[rows].max()), 1)
+        part = WordpieceBatch(
+            strings=[wordpieces.strings[row] for row in rows],
+            input_ids=wordpieces.input_ids[rows, :cut],
+            attention_mask=wordpieces.attention_mask[rows, :cut],
+            lengths=lengths[rows].tolist(),
+            token_type_ids=None if wordpieces.token_type_ids is None else wordpieces.token_type_ids[rows, :cut],
+        )
+        output = encoder.predict(part)
+        output_type = type(output)
+        for name, tensor in output.items():
+            array = tensor.numpy()
+            if name not in merged:  # (rows, wordpieces, ...) or (rows, ...): padded to the batch's rows and width
+                shape = (n_rows, width, *array.shape[2:]) if array.ndim >= 3 else (n_rows, *array.shape[1:])
+                merged[name] = numpy.zeros(shape, dtype=array.dtype)
+            if array.ndim >= 3:
+                merged[name][rows, :cut] = array
+            else:
+                merged[name][rows] = array
+    return output_type(**{name: torch.from_numpy(array) for name, array in merged.items()})
 
 
 class BatchAnnotations:
@@ -777,14 +834,20 @@ def install_greedy_decoding(nlp: Language) -> bool:
     return changed
 
 
-def install_batched_inference(nlp: Language, transformer_name: str, keep_trf_data: bool) -> bool:
+def install_batched_inference(
+    nlp: Language, transformer_name: str, keep_trf_data: bool, encoder_batch_wordpieces: int = 0
+) -> bool:
     """Batch spacy-transformers' work at inference (see above); False where it does not apply and nothing changed.
 
     CPU pipelines only (the arrays are numpy's). The tokenization and alignment need a fast
     (Rust) tokenizer with a padding token; the pooling needs listeners that are the usual chain
     TransformerListener >> trfs2arrays: where one is not, doc._.trf_data is kept for it. Every
-    greedy NER component becomes a GreedyEntityRecognizer (install_greedy_decoding).
+    greedy NER component becomes a GreedyEntityRecognizer (install_greedy_decoding). The encoder
+    runs in calls of at most encoder_batch_wordpieces padded wordpieces (predict_in_calls) where
+    its rows can be cut to their length: padding on the right, outputs all tensors.
     """
+    from functools import partial
+
     from spacy_transformers.layers.transformer_model import forward as transformer_forward
     from thinc.api import NumpyOps, get_current_ops
 
@@ -795,7 +858,9 @@ def install_batched_inference(nlp: Language, transformer_name: str, keep_trf_dat
     tokenizer = model.tokenizer
     changed = False
     if model._func is transformer_forward and getattr(tokenizer, "is_fast", False) and tokenizer.pad_token is not None:
-        model._func = batched_transformer_forward
+        if tokenizer.padding_side != "right" or returns_tensor_tuples(model):
+            encoder_batch_wordpieces = 0
+        model._func = partial(batched_transformer_forward, encoder_batch_wordpieces=encoder_batch_wordpieces)
         changed = True
     chains, n_listeners = listener_chains(nlp, transformer)
     if chains:
@@ -804,6 +869,12 @@ def install_batched_inference(nlp: Language, transformer_name: str, keep_trf_dat
         transformer.set_annotations = BatchAnnotations(transformer, keep_trf_data or len(chains) < n_listeners)
         changed = True
     return install_greedy_decoding(nlp) or changed
+
+
+def returns_tensor_tuples(transformer_model: Any) -> bool:
+    """Whether the HF encoder also returns each layer's states or attentions (tuples of tensors)."""
+    config = transformer_model.layers[0].shims[0]._hfmodel.transformer.config
+    return bool(getattr(config, "output_hidden_states", False) or getattr(config, "output_attentions", False))
 
 
 def forget_batch(doc: Doc) -> Doc:
@@ -832,6 +903,7 @@ class EncoderBackend:
         batched_inference: bool = True,
         keep_trf_data: bool = False,
         onnx_spinning: bool = False,
+        encoder_batch_wordpieces: int = DEFAULT_ENCODER_BATCH_WORDPIECES,
     ) -> None:
         if backend not in BACKENDS:
             raise EncoderBackendError(
@@ -846,6 +918,12 @@ class EncoderBackend:
         self.batched_inference = batched_inference
         self.keep_trf_data = keep_trf_data
         self.onnx_spinning = onnx_spinning
+        if encoder_batch_wordpieces < 0:
+            raise EncoderBackendError(
+                f"{name}: encoder_batch_wordpieces is {encoder_batch_wordpieces}. Set [components.{name}] "
+                "encoder_batch_wordpieces to a number of padded wordpieces per encoder call, or 0 for one call a batch."
+            )
+        self.encoder_batch_wordpieces = encoder_batch_wordpieces
         self.applied = False
         self.batched = False
 
@@ -874,7 +952,9 @@ class EncoderBackend:
         if self.backend != TORCH:
             self.apply_backend()
         if self.batched_inference and self.listeners_come_first():
-            self.batched = install_batched_inference(self.nlp, self.transformer, self.keep_trf_data)
+            self.batched = install_batched_inference(
+                self.nlp, self.transformer, self.keep_trf_data, self.encoder_batch_wordpieces
+            )
 
     def listeners_come_first(self) -> bool:
         """Whether the transformer's listeners run before this component, which releases the batch they pool from."""
@@ -972,6 +1052,7 @@ SHARED_DEFAULTS = {
     "keep_trf_data": False,
     # Sleeping pool threads: inside the pipeline, spaCy's work runs between encoder calls on the same cores.
     "onnx_spinning": False,
+    "encoder_batch_wordpieces": DEFAULT_ENCODER_BATCH_WORDPIECES,
 }
 # The copy of this file that registers the factories also makes the process fork-safe (at the end of the file).
 FIRST_COPY_IN_PROCESS = not Language.has_factory(FACTORY)
@@ -988,9 +1069,19 @@ def make_encoder_backend(
     batched_inference: bool,
     keep_trf_data: bool,
     onnx_spinning: bool,
+    encoder_batch_wordpieces: int,
 ) -> EncoderBackend:
     return EncoderBackend(
-        nlp, name, backend, transformer, keep_fp32, cache_dir, batched_inference, keep_trf_data, onnx_spinning
+        nlp,
+        name,
+        backend,
+        transformer,
+        keep_fp32,
+        cache_dir,
+        batched_inference,
+        keep_trf_data,
+        onnx_spinning,
+        encoder_batch_wordpieces,
     )
 
 
@@ -1006,6 +1097,7 @@ def make_encoder_int8(
     batched_inference: bool,
     keep_trf_data: bool,
     onnx_spinning: bool,
+    encoder_batch_wordpieces: int,
 ) -> EncoderBackend:
     """The component of pipelines trained before encoder_backend: `enabled = true` asks for torch-int8."""
     if enabled and backend not in (TORCH, TORCH_INT8):
@@ -1023,6 +1115,7 @@ def make_encoder_int8(
         batched_inference,
         keep_trf_data,
         onnx_spinning,
+        encoder_batch_wordpieces,
     )
 
 

@@ -407,9 +407,12 @@ def test_batched_inference_finds_the_entities_of_spacy_transformers(saved_ner_pi
 
 
 def test_kept_trf_data_is_spacy_transformers_own(saved_ner_pipeline):
-    """keep_trf_data: every Doc's wordpieces, alignment and encoder output as spacy-transformers sets them."""
+    """keep_trf_data: every Doc's wordpieces, alignment and encoder output as spacy-transformers sets them.
+
+    With the encoder in one call a batch (encoder_batch_wordpieces 0), as spacy-transformers calls it.
+    """
     expected = list(load(saved_ner_pipeline, "torch", batched_inference=False).pipe(HARD_TEXTS))
-    got = list(load(saved_ner_pipeline, "torch", keep_trf_data=True).pipe(HARD_TEXTS))
+    got = list(load(saved_ner_pipeline, "torch", keep_trf_data=True, encoder_batch_wordpieces=0).pipe(HARD_TEXTS))
     for a, b in zip(expected, got, strict=True):
         x, y = a._.trf_data, b._.trf_data
         assert x.wordpieces.strings == y.wordpieces.strings and x.wordpieces.lengths == y.wordpieces.lengths
@@ -419,6 +422,53 @@ def test_kept_trf_data_is_spacy_transformers_own(saved_ner_pipeline):
         assert list(x.model_output.keys()) == list(y.model_output.keys())
         for name in x.model_output.keys():
             assert numpy.array_equal(x.model_output[name], y.model_output[name]), name
+
+
+def test_encoder_calls_take_sorted_rows_within_the_budget():
+    lengths = [5, 1, 9, 3, 3, 20, 2]
+    calls = encoder_backend.encoder_calls(lengths, 10)
+    assert sorted(int(row) for rows in calls for row in rows) == list(range(len(lengths)))
+    in_order = [lengths[row] for rows in calls for row in rows]
+    assert in_order == sorted(lengths)
+    for rows in calls:  # within the budget, or a row alone that is longer than it
+        assert len(rows) == 1 or max(lengths[row] for row in rows) * len(rows) <= 10
+    assert [len(rows) for rows in calls] == [3, 2, 1, 1]
+    assert encoder_backend.encoder_calls([], 10) == []
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_the_encoder_in_calls_gives_the_output_of_one_call(saved_ner_pipeline, backend):
+    """Calls of at most 16 padded wordpieces: each Doc's output (its wordpieces' rows) as from one call."""
+    one_call = list(load(saved_ner_pipeline, backend, keep_trf_data=True, encoder_batch_wordpieces=0).pipe(HARD_TEXTS))
+    nlp = load(saved_ner_pipeline, backend, keep_trf_data=True, encoder_batch_wordpieces=16)
+    calls = []
+    encoder_module = type(encoder(nlp))
+    original = encoder_module.forward
+    try:
+        encoder_module.forward = lambda self, **inputs: (
+            calls.append(inputs["input_ids"].shape) or original(self, **inputs)
+        )
+        in_calls = list(nlp.pipe(HARD_TEXTS))
+    finally:
+        encoder_module.forward = original
+    assert len(calls) > len(HARD_TEXTS) // 2 and all(rows == 1 or rows * width <= 16 for rows, width in calls)
+    for a, b in zip(one_call, in_calls, strict=True):
+        x, y = a._.trf_data, b._.trf_data
+        assert x.wordpieces.strings == y.wordpieces.strings
+        assert list(x.model_output.keys()) == list(y.model_output.keys())
+        if not y.model_output:  # a Doc without wordpieces (whitespace only)
+            continue
+        real = y.wordpieces.attention_mask.astype(bool)
+        hidden_x, hidden_y = x.model_output.last_hidden_state, y.model_output.last_hidden_state
+        assert hidden_x.shape == hidden_y.shape
+        numpy.testing.assert_allclose(hidden_y[real], hidden_x[real], atol=1e-5)
+        numpy.testing.assert_allclose(y.model_output.pooler_output, x.model_output.pooler_output, atol=1e-5)
+    assert entity_lists(nlp, HARD_TEXTS * 3) == entity_lists(load(saved_ner_pipeline, backend), HARD_TEXTS * 3)
+
+
+def test_a_negative_encoder_batch_refused(saved_ner_pipeline):
+    with pytest.raises(EncoderBackendError, match=r"encoder_batch_wordpieces is -1.*\[components.encoder_backend\]"):
+        load(saved_ner_pipeline, "torch", encoder_batch_wordpieces=-1)
 
 
 def test_trf_data_is_dropped_by_default_and_the_batch_released(saved_ner_pipeline):
