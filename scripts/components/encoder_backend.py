@@ -20,8 +20,10 @@ loaded with one refuses `to_disk` (it would write weights that are not the train
 On a CPU, with any backend, the component also batches the inference around the encoder
 (`batched_inference`, default true; see install_batched_inference): spacy-transformers'
 tokenization, alignment and pooling once per batch in numpy, and the NER's greedy decoding with
-the GIL held. Same entities; `doc._.trf_data` only with `keep_trf_data = true`. `onnx_spinning`
-says whether ONNX Runtime's pool threads busy-wait between parallel sections (its default) or sleep.
+the GIL held; the encoder in calls of at most `encoder_batch_wordpieces` padded wordpieces, rows
+sorted by length (see predict_in_calls). Same entities; `doc._.trf_data` only with
+`keep_trf_data = true`. `onnx_spinning` says whether ONNX Runtime's pool threads busy-wait between
+parallel sections (its default) or sleep.
 
 The ONNX graphs are made on first use, from the weights just loaded, and cached under
 `cache_dir` (default: $EN_BERT_NER_ONNX_CACHE, else en_bert_ner/onnx under $XDG_CACHE_HOME or
