@@ -2,8 +2,10 @@
 
 Each row names a configuration: the key of its figures in benchmark_speed.json, its row in the
 Markdown table (and in gpu_report's), how to load it, whether it runs on the GPU, and, for the
-spaCy pipelines, the ratios the benchmark reports: against the HF pipeline at batch 32 and against
-the bare encoder of the same backend (its ceiling).
+spaCy pipelines, the ratios the benchmark reports: against the HF pipeline at batch 32, against
+the bare encoder of the same backend (its ceiling: tokenizing, in batches of 32), against that
+encoder alone on the very calls the pipeline makes (pre-tokenized: what is left is spaCy's own
+work), and against HF optimum's pipeline of the same precision.
 
 Nothing heavy is imported here: gpu_report reads the labels without torch; a runner imports what
 it needs when it is made, in the measuring process.
@@ -18,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy
 
 ENCODER_BATCH = 32
 # The configuration every spaCy pipeline is compared with ("vs HF batch 32").
@@ -67,15 +71,23 @@ def hf_pipeline_runner(model: str, batch_size: int, gpu_id: int) -> Runner:
     return Runner(run)
 
 
-def encoder_runner(encoder: str, backend: str, gpu_id: int, pretokenized: bool = False) -> Runner:
+def encoder_runner(
+    encoder: str, backend: str, gpu_id: int, spacy_model: str = "", pipeline_calls: bool = False
+) -> Runner:
     """The bare encoder: every linear layer in int8 for the int8 backends (a bound for the pipeline's options).
 
-    pretokenized: the texts' batches are tokenized before the timed passes, which time the encoder alone.
+    By default it tokenizes the texts, sorted by length, in batches of ENCODER_BATCH: the ceiling.
+    pipeline_calls: the texts are tokenized before the timed passes and cut into the encoder calls
+    that the spaCy pipeline `spacy_model` makes of them on the CPU (its batches of nlp.batch_size
+    texts, each run in calls of at most DEFAULT_ENCODER_BATCH_WORDPIECES padded wordpieces; one call
+    a batch on a GPU): the passes time the encoder alone, as the pipeline calls it.
     """
     import torch
+    from spacy.util import load_config
     from transformers import AutoModel, AutoTokenizer
 
     from scripts.components.encoder_backend import (
+        DEFAULT_ENCODER_BATCH_WORDPIECES,
         ONNX,
         ONNX_INT8,
         TORCH_INT8,
@@ -85,6 +97,7 @@ def encoder_runner(encoder: str, backend: str, gpu_id: int, pretokenized: bool =
         quantize_linear_int8,
         require_onnx_packages,
     )
+    from scripts.lib.pipeline_loading import pipeline_folder, pipeline_location
 
     device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(encoder)
@@ -102,17 +115,41 @@ def encoder_runner(encoder: str, backend: str, gpu_id: int, pretokenized: bool =
         for start in range(0, len(ordered), ENCODER_BATCH):
             yield tokenizer(ordered[start : start + ENCODER_BATCH], padding=True, return_tensors="pt").to(device)
 
-    prepared: dict[int, list[Any]] = {}  # id of the texts' list -> its batches, tokenized before the passes
+    def calls(texts: list[str]) -> Iterator[dict[str, Any]]:
+        folder = pipeline_folder(pipeline_location(spacy_model))
+        batch_size = load_config(folder / "config.cfg")["nlp"]["batch_size"]
+        budget = DEFAULT_ENCODER_BATCH_WORDPIECES if device.type == "cpu" else 0
+        for inputs in pipeline_encoder_inputs(tokenizer, texts, batch_size, budget):
+            yield {name: torch.from_numpy(array).to(device) for name, array in inputs.items()}
+
+    prepared: dict[int, list[Any]] = {}  # id of the texts' list -> its encoder inputs, made before the passes
 
     def prepare(texts: list[str]) -> None:
-        prepared[id(texts)] = list(batches(texts))
+        prepared[id(texts)] = list(calls(texts))
 
     def run(texts: list[str]) -> None:
         with torch.inference_mode():
-            for batch in prepared.get(id(texts)) or batches(texts):
-                model(**batch)
+            for inputs in prepared.get(id(texts)) or batches(texts):
+                model(**inputs)
 
-    return Runner(run, prepare=prepare if pretokenized else None)
+    return Runner(run, prepare=prepare if pipeline_calls else None)
+
+
+def pipeline_encoder_inputs(
+    tokenizer: Any, texts: list[str], batch_size: int, budget: int
+) -> Iterator[dict[str, numpy.ndarray]]:
+    """The encoder's inputs, call by call, as the spaCy pipeline makes them for `texts` (one span a text):
+    batches of `batch_size` texts, each cut into calls of at most `budget` padded wordpieces (0: one call)."""
+    from scripts.components.encoder_backend import tokenize, wordpiece_calls
+
+    for start in range(0, len(texts), batch_size):
+        wordpieces, _ = tokenize(tokenizer, texts[start : start + batch_size])
+        parts = wordpiece_calls(wordpieces, budget) if budget > 0 else [(None, wordpieces)]
+        for _, part in parts:
+            inputs = {"input_ids": part.input_ids, "attention_mask": part.attention_mask.astype(numpy.int64)}
+            if part.token_type_ids is not None:
+                inputs["token_type_ids"] = part.token_type_ids
+            yield inputs
 
 
 def optimum_runner(hf_model: str, precision: str, test_docbin: str) -> Runner:
@@ -203,8 +240,10 @@ def hf_pipeline(batch_size: int) -> RunnerFactory:
     return lambda options, gpu_id: hf_pipeline_runner(options["hf_model"], batch_size, gpu_id)
 
 
-def bare_encoder(backend: str, pretokenized: bool = False) -> RunnerFactory:
-    return lambda options, gpu_id: encoder_runner(options["encoder"], backend, gpu_id, pretokenized)
+def bare_encoder(backend: str, pipeline_calls: bool = False) -> RunnerFactory:
+    return lambda options, gpu_id: encoder_runner(
+        options["encoder"], backend, gpu_id, options["spacy_model"], pipeline_calls
+    )
 
 
 def optimum_pipeline(precision: str) -> RunnerFactory:
@@ -226,8 +265,8 @@ class SpeedConfiguration:
     ratio_vs_hf: str = ""
     ceiling: str = ""
     ratio_vs_ceiling: str = ""
-    pretokenized: str = ""
-    ratio_vs_pretokenized: str = ""
+    encoder_alone: str = ""
+    ratio_vs_encoder_alone: str = ""
     peer: str = ""
     ratio_vs_peer: str = ""
     # The optional extra of pyproject.toml that brings what it runs on, and the modules it checks for.
@@ -269,8 +308,8 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_vs_hf_bs32",
         ceiling="encoder_forward",
         ratio_vs_ceiling="ratio_vs_encoder",
-        pretokenized="encoder_forward_pretokenized",
-        ratio_vs_pretokenized="ratio_vs_encoder_pretokenized",
+        encoder_alone="encoder_calls",
+        ratio_vs_encoder_alone="ratio_vs_encoder_calls",
     ),
     SpeedConfiguration(
         "spacy_int8",
@@ -280,8 +319,8 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_int8_vs_hf_bs32",
         ceiling="encoder_forward_int8",
         ratio_vs_ceiling="ratio_int8_vs_encoder_int8",
-        pretokenized="encoder_forward_int8_pretokenized",
-        ratio_vs_pretokenized="ratio_int8_vs_encoder_int8_pretokenized",
+        encoder_alone="encoder_calls_int8",
+        ratio_vs_encoder_alone="ratio_int8_vs_encoder_calls_int8",
     ),
     SpeedConfiguration(
         "spacy_onnx",
@@ -291,8 +330,8 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_onnx_vs_hf_bs32",
         ceiling="encoder_forward_onnx",
         ratio_vs_ceiling="ratio_onnx_vs_encoder_onnx",
-        pretokenized="encoder_forward_onnx_pretokenized",
-        ratio_vs_pretokenized="ratio_onnx_vs_encoder_onnx_pretokenized",
+        encoder_alone="encoder_calls_onnx",
+        ratio_vs_encoder_alone="ratio_onnx_vs_encoder_calls_onnx",
         peer="optimum_onnx",
         ratio_vs_peer="ratio_onnx_vs_optimum_onnx",
         **ONNX_RUNTIME,
@@ -305,8 +344,8 @@ CONFIGURATIONS = (
         ratio_vs_hf="ratio_onnx_int8_vs_hf_bs32",
         ceiling="encoder_forward_onnx_int8",
         ratio_vs_ceiling="ratio_onnx_int8_vs_encoder_onnx_int8",
-        pretokenized="encoder_forward_onnx_int8_pretokenized",
-        ratio_vs_pretokenized="ratio_onnx_int8_vs_encoder_onnx_int8_pretokenized",
+        encoder_alone="encoder_calls_onnx_int8",
+        ratio_vs_encoder_alone="ratio_onnx_int8_vs_encoder_calls_onnx_int8",
         peer="optimum_onnx_int8",
         ratio_vs_peer="ratio_onnx_int8_vs_optimum_onnx_int8",
         **ONNX_RUNTIME,
@@ -338,9 +377,9 @@ CONFIGURATIONS = (
         on_gpu=True,
     ),
     SpeedConfiguration(
-        "encoder_forward_pretokenized",
-        "bare encoder forward, PyTorch fp32, pre-tokenized batches of 32",
-        bare_encoder("torch", pretokenized=True),
+        "encoder_calls",
+        "bare encoder forward, PyTorch fp32, pre-tokenized, in the pipeline's encoder calls",
+        bare_encoder("torch", pipeline_calls=True),
         on_gpu=True,
     ),
     SpeedConfiguration(
@@ -349,9 +388,9 @@ CONFIGURATIONS = (
         bare_encoder("torch-int8"),
     ),
     SpeedConfiguration(
-        "encoder_forward_int8_pretokenized",
-        "bare encoder forward, PyTorch int8, pre-tokenized batches of 32",
-        bare_encoder("torch-int8", pretokenized=True),
+        "encoder_calls_int8",
+        "bare encoder forward, PyTorch int8, pre-tokenized, in the pipeline's encoder calls",
+        bare_encoder("torch-int8", pipeline_calls=True),
     ),
     SpeedConfiguration(
         "encoder_forward_onnx",
@@ -360,9 +399,9 @@ CONFIGURATIONS = (
         **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
-        "encoder_forward_onnx_pretokenized",
-        "bare encoder forward, ONNX Runtime fp32, pre-tokenized batches of 32",
-        bare_encoder("onnx", pretokenized=True),
+        "encoder_calls_onnx",
+        "bare encoder forward, ONNX Runtime fp32, pre-tokenized, in the pipeline's encoder calls",
+        bare_encoder("onnx", pipeline_calls=True),
         **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
@@ -372,9 +411,9 @@ CONFIGURATIONS = (
         **ONNX_RUNTIME,
     ),
     SpeedConfiguration(
-        "encoder_forward_onnx_int8_pretokenized",
-        "bare encoder forward, ONNX Runtime int8, pre-tokenized batches of 32",
-        bare_encoder("onnx-int8", pretokenized=True),
+        "encoder_calls_onnx_int8",
+        "bare encoder forward, ONNX Runtime int8, pre-tokenized, in the pipeline's encoder calls",
+        bare_encoder("onnx-int8", pipeline_calls=True),
         **ONNX_RUNTIME,
     ),
 )

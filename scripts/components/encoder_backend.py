@@ -44,6 +44,7 @@ load as before, `enabled = true` still means `torch-int8`, and `backend` works o
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import sys
@@ -442,33 +443,46 @@ def span_texts(spans: Sequence[Any]) -> list[str]:
 def tokenize(tokenizer: Any, texts: list[str]) -> tuple[Any, numpy.ndarray]:
     """What spacy-transformers' huggingface_tokenize and WordpieceBatch.from_batch_encoding make, and the offsets.
 
-    The fast tokenizer is set up as transformers sets it for that call (padding to the longest
-    text, no truncation), and its Rust encodings are read into arrays directly, without
-    transformers' conversion of each encoding to Python lists and dicts.
+    The same arrays as transformers makes them for that call (padding to the longest text, no
+    truncation), but the Rust tokenizer encodes without padding and its encodings are read into
+    arrays directly: transformers converts each padded encoding to Python lists and dicts, which cost
+    more than the tokenization itself.
     """
     from spacy_transformers.data_classes import WordpieceBatch
     from transformers.tokenization_utils_base import TruncationStrategy
     from transformers.utils import PaddingStrategy
 
     tokenizer.set_truncation_and_padding(
-        PaddingStrategy.LONGEST, TruncationStrategy.DO_NOT_TRUNCATE, None, 0, None, None
+        PaddingStrategy.DO_NOT_PAD, TruncationStrategy.DO_NOT_TRUNCATE, None, 0, None, None
     )
     encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=True, is_pretokenized=False)
     if not encodings:
         return WordpieceBatch.empty(), numpy.zeros((0, 0, 2), dtype=numpy.int64)
     rows = len(encodings)
-    input_ids = numpy.array([encoding.ids for encoding in encodings], dtype=numpy.int64).reshape(rows, -1)
-    attention_mask = numpy.array([encoding.attention_mask for encoding in encodings], dtype=numpy.float32)
-    offsets = numpy.array([encoding.offsets for encoding in encodings], dtype=numpy.int64).reshape(rows, -1, 2)
+    sizes = numpy.fromiter((len(encoding) for encoding in encodings), dtype=numpy.int64, count=rows)
+    width, total = int(sizes.max()), int(sizes.sum())
+    real = numpy.arange(width) < sizes[:, None]  # row-major, as the encodings' wordpieces follow one another
+    chain = itertools.chain.from_iterable
+
+    def padded(values: Iterable[int], pad: int) -> numpy.ndarray:
+        array = numpy.full((rows, width), pad, dtype=numpy.int64)
+        array[real] = numpy.fromiter(values, dtype=numpy.int64, count=total)
+        return array
+
+    input_ids = padded(chain(encoding.ids for encoding in encodings), tokenizer.pad_token_id)
+    offsets = numpy.zeros((rows, width, 2), dtype=numpy.int64)
+    flat_offsets = chain(chain(encoding.offsets for encoding in encodings))
+    offsets[real] = numpy.fromiter(flat_offsets, dtype=numpy.int64, count=2 * total).reshape(-1, 2)
     token_type_ids = None
     if "token_type_ids" in tokenizer.model_input_names:
-        token_type_ids = numpy.array([encoding.type_ids for encoding in encodings], dtype=numpy.int64)
+        token_type_ids = padded(chain(encoding.type_ids for encoding in encodings), tokenizer.pad_token_type_id)
+    pad_token = tokenizer.pad_token
     wordpieces = WordpieceBatch(
-        strings=[encoding.tokens for encoding in encodings],
+        strings=[encoding.tokens + [pad_token] * (width - len(encoding)) for encoding in encodings],
         input_ids=input_ids,
-        attention_mask=attention_mask.reshape(rows, -1),
+        attention_mask=real.astype(numpy.float32),
         lengths=(input_ids != tokenizer.pad_token_id).sum(axis=1).tolist(),
-        token_type_ids=None if token_type_ids is None else token_type_ids.reshape(rows, -1),
+        token_type_ids=token_type_ids,
     )
     return wordpieces, offsets
 
@@ -580,6 +594,26 @@ def encoder_calls(lengths: Sequence[int], budget: int) -> list[numpy.ndarray]:
     return calls
 
 
+def wordpiece_calls(wordpieces: Any, budget: int) -> Iterator[tuple[numpy.ndarray, Any]]:
+    """The encoder calls for a padded batch (see encoder_calls): each call's rows and its WordpieceBatch,
+    cut to the longest of its rows."""
+    from spacy_transformers.data_classes import WordpieceBatch
+
+    lengths = numpy.asarray(wordpieces.lengths, dtype=numpy.int64)
+    for rows in encoder_calls(lengths, budget):
+        cut = max(int(lengths[rows].max()), 1)
+        yield (
+            rows,
+            WordpieceBatch(
+                strings=[wordpieces.strings[row] for row in rows],
+                input_ids=wordpieces.input_ids[rows, :cut],
+                attention_mask=wordpieces.attention_mask[rows, :cut],
+                lengths=lengths[rows].tolist(),
+                token_type_ids=None if wordpieces.token_type_ids is None else wordpieces.token_type_ids[rows, :cut],
+            ),
+        )
+
+
 def predict_in_calls(encoder: Any, wordpieces: Any, budget: int) -> Any:
     """The encoder's output for the padded batch, computed in calls of at most `budget` padded wordpieces.
 
@@ -588,22 +622,12 @@ def predict_in_calls(encoder: Any, wordpieces: Any, budget: int) -> Any:
     batch's rows and padded width (at padding: what the call computed there, or zeros past its cut;
     nothing reads them). budget 0: one call, as spacy-transformers makes it.
     """
-    from spacy_transformers.data_classes import WordpieceBatch
-
     n_rows, width = wordpieces.input_ids.shape if len(wordpieces) else (0, 0)
     if budget <= 0 or n_rows * width <= budget:
         return encoder.predict(wordpieces)
-    lengths = numpy.asarray(wordpieces.lengths, dtype=numpy.int64)
     output_type, merged = None, {}
-    for rows in encoder_calls(lengths, budget):
-        cut = max(int(lengths[rows].max()), 1)
-        part = WordpieceBatch(
-            strings=[wordpieces.strings[row] for row in rows],
-            input_ids=wordpieces.input_ids[rows, :cut],
-            attention_mask=wordpieces.attention_mask[rows, :cut],
-            lengths=lengths[rows].tolist(),
-            token_type_ids=None if wordpieces.token_type_ids is None else wordpieces.token_type_ids[rows, :cut],
-        )
+    for rows, part in wordpiece_calls(wordpieces, budget):
+        cut = part.input_ids.shape[1]
         output = encoder.predict(part)
         output_type = type(output)
         for name, tensor in output.items():

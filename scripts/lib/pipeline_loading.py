@@ -123,8 +123,7 @@ def backend_overrides(model: str, location: str | Path, backend: str) -> dict[st
     """
     if backend == TORCH:
         return {}
-    folder = location if isinstance(location, Path) else installed_pipeline_folder(location)
-    config = spacy.util.load_config(folder / "config.cfg")
+    config = spacy.util.load_config(pipeline_folder(location) / "config.cfg")
     names = [name for name, block in config["components"].items() if block.get("factory") in (FACTORY, LEGACY_FACTORY)]
     if not names:
         raise PipelineLoadError(
@@ -133,6 +132,11 @@ def backend_overrides(model: str, location: str | Path, backend: str) -> dict[st
             f"--backend {TORCH}."
         )
     return {f"components.{names[0]}.backend": backend}
+
+
+def pipeline_folder(location: str | Path) -> Path:
+    """The folder with config.cfg of a pipeline_location: the folder itself, or the one inside the package."""
+    return location if isinstance(location, Path) else installed_pipeline_folder(location)
 
 
 def installed_pipeline_folder(package: str) -> Path:
