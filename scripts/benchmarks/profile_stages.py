@@ -13,7 +13,9 @@ pass of each variant runs under cProfile, whose busiest functions the report lis
 
 A third variant, batched with `keep_trf_data = true`, prices the per-Doc `doc._.trf_data` that
 the batched pipeline drops by default: in time, and in the memory that the Docs of one pass hold
-through it when they are all kept (`list(nlp.pipe(texts))`).
+through it when they are all kept (`list(nlp.pipe(texts))`). A fourth runs the encoder in one
+call a batch (`encoder_batch_wordpieces = 0`), as spacy-transformers does, to price the calls of
+at most 1,024 padded wordpieces.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ DEFAULT_BACKENDS = ("torch", "onnx-int8")
 COMPONENT = "encoder_backend"
 TRANSFORMER, NER = "transformer", "ner"
 # name: the encoder_backend settings that make it
-VARIANTS: dict[str, dict[str, bool]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "spacy_transformers": {"batched_inference": False},
     "batched": {"batched_inference": True, "keep_trf_data": False},
     "batched_keep_trf_data": {"batched_inference": True, "keep_trf_data": True},
+    "batched_one_encoder_call": {"batched_inference": True, "keep_trf_data": False, "encoder_batch_wordpieces": 0},
 }
 # The ONNX Runtime backends also run with the other onnx_spinning than the default.
 OTHER_SPINNING = "batched_other_spinning"
@@ -60,19 +63,20 @@ VARIANT_LABELS = {
     "spacy_transformers": "spacy-transformers",
     "batched": "batched (default)",
     "batched_keep_trf_data": "batched, keep_trf_data",
+    "batched_one_encoder_call": "batched, one encoder call a batch (encoder_batch_wordpieces 0)",
     OTHER_SPINNING: "batched, onnx_spinning {spinning}",
 }
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 
 
-def backend_variants(backend: str, default_spinning: bool) -> dict[str, dict[str, bool]]:
-    """The variants a backend runs in: the three above, and for ONNX Runtime the other spinning setting too."""
+def backend_variants(backend: str, default_spinning: bool) -> dict[str, dict[str, Any]]:
+    """The variants a backend runs in: the four above, and for ONNX Runtime the other spinning setting too."""
     if backend not in ONNX_BACKENDS:
         return VARIANTS
     return {**VARIANTS, OTHER_SPINNING: {**VARIANTS["batched"], "onnx_spinning": not default_spinning}}
 
 
-def variant_label(name: str, settings: dict[str, bool]) -> str:
+def variant_label(name: str, settings: dict[str, Any]) -> str:
     return VARIANT_LABELS[name].format(spinning=str(settings.get("onnx_spinning", "")).lower())
 
 
@@ -241,7 +245,7 @@ def wrap_pipeline(clock: StageClock, nlp: Any) -> None:
             pooling._func = clock.timed("pooling", pooling._func)
 
 
-def load_variant(model: str, backend: str, settings: dict[str, bool]) -> Any:
+def load_variant(model: str, backend: str, settings: dict[str, Any]) -> Any:
     import spacy
 
     from scripts.lib.pipeline_loading import backend_overrides, pipeline_location

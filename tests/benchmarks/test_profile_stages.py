@@ -125,4 +125,5 @@ def test_profile_of_both_inferences_on_a_slice(tmp_path, workflow: WorkflowRun):
     table = output.with_suffix(".md").read_text()
     assert "### Backend `torch`" in table and "### Backend `onnx-int8`" in table
     assert "| alignment of wordpieces to tokens |" in table and "| batched, onnx_spinning " in table
+    assert "| batched, one encoder call a batch (encoder_batch_wordpieces 0) |" in table
     assert "sentences whose entities differ from spacy-transformers" in table
