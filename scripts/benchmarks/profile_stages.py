@@ -246,17 +246,7 @@ def wrap_pipeline(clock: StageClock, nlp: Any) -> None:
 
 
 def load_variant(model: str, backend: str, settings: dict[str, Any]) -> Any:
-    import spacy
-
-    from scripts.lib.pipeline_loading import backend_overrides, pipeline_location
-
-    location = pipeline_location(model)
-    overrides = {
-        **backend_overrides(model, location, backend),
-        **{f"components.{COMPONENT}.{k}": v for k, v in settings.items()},
-    }
-    nlp = spacy.load(location, config=overrides)
-    return nlp
+    return load_pipeline(model, backend=backend, backend_settings=settings)
 
 
 def pipe_all(nlp: Any, texts: list[str]) -> None:

@@ -77,17 +77,15 @@ def encoder_runner(
     """The bare encoder: every linear layer in int8 for the int8 backends (a bound for the pipeline's options).
 
     By default it tokenizes the texts, sorted by length, in batches of ENCODER_BATCH: the ceiling.
-    pipeline_calls: the texts are tokenized before the timed passes and cut into the encoder calls
-    that the spaCy pipeline `spacy_model` makes of them on the CPU (its batches of nlp.batch_size
-    texts, each run in calls of at most DEFAULT_ENCODER_BATCH_WORDPIECES padded wordpieces; one call
-    a batch on a GPU): the passes time the encoder alone, as the pipeline calls it.
+    pipeline_calls: the timed passes run the encoder on the very inputs that the spaCy pipeline
+    `spacy_model` gives it for these texts (recorded_encoder_calls, before the passes; one call a
+    transformer batch on a GPU, as there): the encoder alone, as the pipeline calls it.
     """
     import torch
-    from spacy.util import load_config
     from transformers import AutoModel, AutoTokenizer
 
+    from scripts.benchmarks.harness import in_fresh_process
     from scripts.components.encoder_backend import (
-        DEFAULT_ENCODER_BATCH_WORDPIECES,
         ONNX,
         ONNX_INT8,
         TORCH_INT8,
@@ -97,7 +95,6 @@ def encoder_runner(
         quantize_linear_int8,
         require_onnx_packages,
     )
-    from scripts.lib.pipeline_loading import pipeline_folder, pipeline_location
 
     device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(encoder)
@@ -116,10 +113,10 @@ def encoder_runner(
             yield tokenizer(ordered[start : start + ENCODER_BATCH], padding=True, return_tensors="pt").to(device)
 
     def calls(texts: list[str]) -> Iterator[dict[str, Any]]:
-        folder = pipeline_folder(pipeline_location(spacy_model))
-        batch_size = load_config(folder / "config.cfg")["nlp"]["batch_size"]
-        budget = DEFAULT_ENCODER_BATCH_WORDPIECES if device.type == "cpu" else 0
-        for inputs in pipeline_encoder_inputs(tokenizer, texts, batch_size, budget):
+        # Recorded in a process of its own, so that this one's peak memory stays the encoder's.
+        one_call = 0 if device.type != "cpu" else None
+        recorded = in_fresh_process("encoder calls", recorded_encoder_calls, spacy_model, texts, one_call)
+        for inputs in recorded:
             yield {name: torch.from_numpy(array).to(device) for name, array in inputs.items()}
 
     prepared: dict[int, list[Any]] = {}  # id of the texts' list -> its encoder inputs, made before the passes
@@ -135,21 +132,35 @@ def encoder_runner(
     return Runner(run, prepare=prepare if pipeline_calls else None)
 
 
-def pipeline_encoder_inputs(
-    tokenizer: Any, texts: list[str], batch_size: int, budget: int
-) -> Iterator[dict[str, numpy.ndarray]]:
-    """The encoder's inputs, call by call, as the spaCy pipeline makes them for `texts` (one span a text):
-    batches of `batch_size` texts, each cut into calls of at most `budget` padded wordpieces (0: one call)."""
-    from scripts.components.encoder_backend import tokenize, wordpiece_calls
+def recorded_encoder_calls(
+    spacy_model: str, texts: list[str], encoder_batch_wordpieces: int | None = None
+) -> list[dict[str, numpy.ndarray]]:
+    """The encoder's inputs, call by call, as the spaCy pipeline `spacy_model` makes them for `texts` on the CPU.
 
-    for start in range(0, len(texts), batch_size):
-        wordpieces, _ = tokenize(tokenizer, texts[start : start + batch_size])
-        parts = wordpiece_calls(wordpieces, budget) if budget > 0 else [(None, wordpieces)]
-        for _, part in parts:
-            inputs = {"input_ids": part.input_ids, "attention_mask": part.attention_mask.astype(numpy.int64)}
-            if part.token_type_ids is not None:
-                inputs["token_type_ids"] = part.token_type_ids
-            yield inputs
+    The pipeline runs over the texts with a recorder around its encoder's forward: its batches,
+    the transformer's sub-batches by length, its windows and its calls of at most
+    `encoder_batch_wordpieces` padded wordpieces (None: the pipeline's own setting; 0: one call a
+    transformer batch, as on a GPU) are all its own.
+    """
+    from scripts.lib.pipeline_loading import load_pipeline
+
+    overrides = {} if encoder_batch_wordpieces is None else {"encoder_batch_wordpieces": encoder_batch_wordpieces}
+    nlp = load_pipeline(spacy_model, backend_settings=overrides)
+    encoder = nlp.get_pipe("transformer").model.layers[0]
+    forward = encoder._func
+    calls: list[dict[str, numpy.ndarray]] = []
+
+    def recording_forward(model: Any, wordpieces: Any, is_train: bool) -> Any:
+        inputs = {"input_ids": wordpieces.input_ids, "attention_mask": wordpieces.attention_mask}
+        if wordpieces.token_type_ids is not None:
+            inputs["token_type_ids"] = wordpieces.token_type_ids
+        calls.append({name: numpy.array(array, dtype=numpy.int64) for name, array in inputs.items()})
+        return forward(model, wordpieces, is_train)
+
+    encoder._func = recording_forward
+    for _ in nlp.pipe(texts):
+        pass
+    return calls
 
 
 def optimum_runner(hf_model: str, precision: str, test_docbin: str) -> Runner:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import spacy
 import typer
@@ -43,12 +44,14 @@ def load_pipeline(
     backend: str = TORCH,
     needs: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    backend_settings: dict[str, Any] | None = None,
 ) -> Language:
     """A pipeline from a folder or an installed package; PipelineLoadError says how to get one.
 
     backend: what runs the encoder (scripts.components.encoder_backend): torch, torch-int8, onnx or onnx-int8;
     all but torch run on the CPU only. needs: components the caller cannot work without (e.g. ner).
     exclude: components not to load, as spacy.load's exclude.
+    backend_settings: other settings of the backend component (e.g. {"encoder_batch_wordpieces": 0}).
     """
     backend = getattr(backend, "value", backend)
     if backend not in BACKENDS:
@@ -68,7 +71,9 @@ def load_pipeline(
             ) from None
     try:
         location = pipeline_location(model)
-        nlp = spacy.load(location, config=backend_overrides(model, location, backend), exclude=list(exclude))
+        nlp = spacy.load(
+            location, config=backend_overrides(model, location, backend, backend_settings), exclude=list(exclude)
+        )
     except EncoderBackendError as err:
         raise PipelineLoadError(str(err)) from None
     missing = [name for name in needs if name not in nlp.pipe_names]
@@ -115,13 +120,15 @@ def pipeline_location(model: str) -> str | Path:
     )
 
 
-def backend_overrides(model: str, location: str | Path, backend: str) -> dict[str, str]:
-    """The config override that asks the pipeline's backend component for `backend`.
+def backend_overrides(
+    model: str, location: str | Path, backend: str, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The config overrides that ask the pipeline's backend component for `backend` and its other `settings`.
 
     Pipelines trained before the encoder_backend component carry encoder_int8, which takes the same
     setting; those trained before either have no way to change the backend.
     """
-    if backend == TORCH:
+    if backend == TORCH and not settings:
         return {}
     config = spacy.util.load_config(pipeline_folder(location) / "config.cfg")
     names = [name for name, block in config["components"].items() if block.get("factory") in (FACTORY, LEGACY_FACTORY)]
@@ -131,7 +138,7 @@ def backend_overrides(model: str, location: str | Path, backend: str) -> dict[st
             f"it was trained before the option existed. Retrain with the project's configs, or load it with "
             f"--backend {TORCH}."
         )
-    return {f"components.{names[0]}.backend": backend}
+    return {f"components.{names[0]}.{name}": value for name, value in {"backend": backend, **(settings or {})}.items()}
 
 
 def pipeline_folder(location: str | Path) -> Path:

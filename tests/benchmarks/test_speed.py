@@ -178,25 +178,27 @@ def test_speed_benchmark_runs_every_configuration_on_a_slice(tmp_path, tiny_bert
     assert "onnxruntime 1.32.0" in speed["machine"] and "torch " in speed["machine"]
 
 
-def test_the_encoder_alone_is_timed_on_the_pipelines_calls(tiny_bert):
-    """Every text's wordpieces once, in calls of at most the budget's padded wordpieces (0: a call a batch)."""
-    from transformers import AutoTokenizer
+def test_the_encoder_alone_is_timed_on_the_pipelines_calls(workflow: WorkflowRun):
+    """Every text's wordpieces once, in the pipeline's calls: at most the budget's padded wordpieces, or one a batch."""
+    from scripts.benchmarks.harness import sentence_texts
+    from scripts.benchmarks.speed_configurations import recorded_encoder_calls
+    from scripts.lib.pipeline_loading import load_pipeline
 
-    from scripts.benchmarks.speed_configurations import pipeline_encoder_inputs
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    texts = [" ".join(["Brussels"] * n) for n in (1, 9, 3, 14, 2, 5, 11, 4, 7, 1, 6)]
+    texts = sentence_texts(workflow.project / "corpus" / "test.spacy", 40)
+    tokenizer = load_pipeline(str(workflow.model_best)).get_pipe("transformer").model.tokenizer
     expected = sorted(tokenizer(texts)["input_ids"])
 
-    calls = list(pipeline_encoder_inputs(tokenizer, texts, batch_size=4, budget=40))
-    assert len(calls) > 3 and all(call["input_ids"].size <= 40 or len(call["input_ids"]) == 1 for call in calls)
-    got = []
-    for call in calls:
-        real = call["attention_mask"].astype(bool)
-        assert real[:, -1].any()  # each call cut to its longest row
-        got += [row[mask].tolist() for row, mask in zip(call["input_ids"], real, strict=True)]
-    got.sort()
-    assert got == expected
+    def real_rows(calls):
+        rows = []
+        for call in calls:
+            real = call["attention_mask"].astype(bool)
+            assert real[:, -1].any()  # each call is cut to its longest row
+            rows += [row[mask].tolist() for row, mask in zip(call["input_ids"], real, strict=True)]
+        return sorted(rows)
 
-    whole = list(pipeline_encoder_inputs(tokenizer, texts, batch_size=4, budget=0))
-    assert [len(call["input_ids"]) for call in whole] == [4, 4, 3]
+    calls = recorded_encoder_calls(str(workflow.model_best), texts, 64)
+    assert len(calls) > 3 and all(call["input_ids"].size <= 64 or len(call["input_ids"]) == 1 for call in calls)
+    assert real_rows(calls) == expected
+    one_a_batch = recorded_encoder_calls(str(workflow.model_best), texts, 0)
+    assert len(one_a_batch) < len(calls) and real_rows(one_a_batch) == expected
+    assert any(call["input_ids"].size > 64 for call in one_a_batch)
