@@ -594,26 +594,6 @@ def encoder_calls(lengths: Sequence[int], budget: int) -> list[numpy.ndarray]:
     return calls
 
 
-def wordpiece_calls(wordpieces: Any, budget: int) -> Iterator[tuple[numpy.ndarray, Any]]:
-    """The encoder calls for a padded batch (see encoder_calls): each call's rows and its WordpieceBatch,
-    cut to the longest of its rows."""
-    from spacy_transformers.data_classes import WordpieceBatch
-
-    lengths = numpy.asarray(wordpieces.lengths, dtype=numpy.int64)
-    for rows in encoder_calls(lengths, budget):
-        cut = max(int(lengths[rows].max()), 1)
-        yield (
-            rows,
-            WordpieceBatch(
-                strings=[wordpieces.strings[row] for row in rows],
-                input_ids=wordpieces.input_ids[rows, :cut],
-                attention_mask=wordpieces.attention_mask[rows, :cut],
-                lengths=lengths[rows].tolist(),
-                token_type_ids=None if wordpieces.token_type_ids is None else wordpieces.token_type_ids[rows, :cut],
-            ),
-        )
-
-
 def predict_in_calls(encoder: Any, wordpieces: Any, budget: int) -> Any:
     """The encoder's output for the padded batch, computed in calls of at most `budget` padded wordpieces.
 
@@ -622,12 +602,22 @@ def predict_in_calls(encoder: Any, wordpieces: Any, budget: int) -> Any:
     batch's rows and padded width (at padding: what the call computed there, or zeros past its cut;
     nothing reads them). budget 0: one call, as spacy-transformers makes it.
     """
+    from spacy_transformers.data_classes import WordpieceBatch
+
     n_rows, width = wordpieces.input_ids.shape if len(wordpieces) else (0, 0)
     if budget <= 0 or n_rows * width <= budget:
         return encoder.predict(wordpieces)
+    lengths = numpy.asarray(wordpieces.lengths, dtype=numpy.int64)
     output_type, merged = None, {}
-    for rows, part in wordpiece_calls(wordpieces, budget):
-        cut = part.input_ids.shape[1]
+    for rows in encoder_calls(lengths, budget):
+        cut = max(int(lengths[rows].max()), 1)
+        part = WordpieceBatch(
+            strings=[wordpieces.strings[row] for row in rows],
+            input_ids=wordpieces.input_ids[rows, :cut],
+            attention_mask=wordpieces.attention_mask[rows, :cut],
+            lengths=lengths[rows].tolist(),
+            token_type_ids=None if wordpieces.token_type_ids is None else wordpieces.token_type_ids[rows, :cut],
+        )
         output = encoder.predict(part)
         output_type = type(output)
         for name, tensor in output.items():

@@ -130,7 +130,8 @@ def backend_overrides(
     """
     if backend == TORCH and not settings:
         return {}
-    config = spacy.util.load_config(pipeline_folder(location) / "config.cfg")
+    folder = location if isinstance(location, Path) else installed_pipeline_folder(location)
+    config = spacy.util.load_config(folder / "config.cfg")
     names = [name for name, block in config["components"].items() if block.get("factory") in (FACTORY, LEGACY_FACTORY)]
     if not names:
         raise PipelineLoadError(
@@ -139,11 +140,6 @@ def backend_overrides(
             f"--backend {TORCH}."
         )
     return {f"components.{names[0]}.{name}": value for name, value in {"backend": backend, **(settings or {})}.items()}
-
-
-def pipeline_folder(location: str | Path) -> Path:
-    """The folder with config.cfg of a pipeline_location: the folder itself, or the one inside the package."""
-    return location if isinstance(location, Path) else installed_pipeline_folder(location)
 
 
 def installed_pipeline_folder(package: str) -> Path:
