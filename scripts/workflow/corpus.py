@@ -1,8 +1,9 @@
-"""Convert CoNLL-2003 into spaCy DocBins: train.spacy, dev.spacy, test.spacy (the `corpus` step).
+"""Labelled NER data into spaCy DocBins: train.spacy, dev.spacy, test.spacy and corpus.json (the `corpus` step).
 
-The reading and writing is scripts.lib.conll: the Hugging Face dataset `eriktks/conll2003` from
-the hub's parquet conversion (remote code is never trusted), or a folder with the original
-four-column files (IOB1 or IOB2).
+The reading, checking and writing is scripts.lib.corpus_build: a folder of column files (CoNLL's
+format, any scheme), DocBins, spaCy/Prodigy or doccano JSONL, a Label Studio export, or parquet/JSON/CSV
+read through `datasets`; or a Hugging Face hub dataset, by default CoNLL-2003 from the hub's parquet
+conversion (remote code is never trusted).
 """
 
 from __future__ import annotations
@@ -14,44 +15,88 @@ import typer
 from wasabi import msg
 
 from scripts.lib.cli import fail
-from scripts.lib.conll import (
-    HF_DATASET,
-    HF_REVISION,
-    HF_SENTENCES_PER_DOC,
-    LABELS,
-    SPLITS,
-    CorpusError,
-    DocMode,
-    convert,
-)
+from scripts.lib.conll import HF_DATASET, HF_REVISION, HF_SENTENCES_PER_DOC, SPLITS, CorpusError, DocMode
+from scripts.lib.corpus_build import CorpusOptions, DataFormat, Misaligned, build_corpus, write_corpus
 
 
 def main(
-    output_dir: Path = typer.Argument(..., help="Folder for train.spacy, dev.spacy, test.spacy"),
-    conll_dir: str = typer.Option("", help="Folder with train.txt/valid.txt/test.txt; empty: the HF hub"),
+    output_dir: Path = typer.Argument(..., help="Folder for train.spacy, dev.spacy, test.spacy and corpus.json"),
+    data_dir: str = typer.Option("", help="Folder with train.* (and dev.*/valid.*, test.*); empty: the HF hub"),
     doc_mode: DocMode = typer.Option(DocMode.sentence, help="One Doc per sentence, or per -DOCSTART- document"),
-    hf_dataset: str = typer.Option(HF_DATASET, help="HF dataset name"),
+    data_format: DataFormat = typer.Option(DataFormat.auto, help="Format of the files; auto: by extension and content"),
+    scheme: str = typer.Option("auto", help="Tagging scheme of tagged tokens: auto, IOB1, IOB2, IOBES, BILOU"),
+    token_column: int = typer.Option(0, help="Column files: the token's column (from 0; -1 is the last)"),
+    tag_column: int = typer.Option(-1, help="Column files: the tag's column (from 0; -1 is the last)"),
+    tokens_column: str = typer.Option("tokens", help="datasets: the column of token lists"),
+    tags_column: str = typer.Option("ner_tags", help="datasets: the column of tag lists (ClassLabel or strings)"),
+    misaligned: Misaligned = typer.Option(
+        Misaligned.error, help="Character spans that cut a token: error, or expand/contract them to token bounds"
+    ),
+    tokenizer_config: Path = typer.Option(
+        None, help="Training config whose tokenizer cuts text with character spans (the cuts of nlp(text))"
+    ),
+    dev_fraction: float = typer.Option(0.1, help="Without a dev file: the share of train split off as dev"),
+    test_fraction: float = typer.Option(0.1, help="Without a test file: the share of train split off as test"),
+    split_seed: int = typer.Option(0, help="Seed of the shuffle that splits dev and test off train"),
+    hf_dataset: str = typer.Option(HF_DATASET, help="HF dataset name, read when data_dir is empty"),
     hf_revision: str = typer.Option(HF_REVISION, help="HF revision: the parquet branch or a commit hash"),
-    hf_sentences_per_doc: int = typer.Option(HF_SENTENCES_PER_DOC, help="Document mode on HF rows: sentences per Doc"),
+    hf_sentences_per_doc: int = typer.Option(HF_SENTENCES_PER_DOC, help="Document mode on dataset rows: rows per Doc"),
 ) -> None:
-    source = conll_dir or f"{hf_dataset}@{hf_revision}"
-    msg.info(f"Reading CoNLL-2003 from {source} ({doc_mode.value} mode)")
-    if not conll_dir and doc_mode == DocMode.document:
-        msg.warn(
-            f"HF rows have no document boundaries: grouping every {hf_sentences_per_doc} "
-            "consecutive sentences into one Doc, as `spacy convert -n` does."
-        )
+    source = data_dir or f"{hf_dataset}@{hf_revision}"
+    msg.info(f"Reading {source} ({doc_mode.value} mode)")
+    options = CorpusOptions(
+        data_format=data_format,
+        scheme=scheme,
+        token_column=token_column,
+        tag_column=tag_column,
+        tokens_column=tokens_column,
+        tags_column=tags_column,
+        misaligned=misaligned,
+        tokenizer_config=tokenizer_config,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+    )
     started = time.perf_counter()
     try:
-        summary = convert(
-            output_dir, Path(conll_dir) if conll_dir else None, doc_mode, hf_dataset, hf_revision, hf_sentences_per_doc
+        corpus = build_corpus(
+            Path(data_dir) if data_dir else None,
+            doc_mode,
+            options,
+            hf_dataset,
+            hf_revision,
+            hf_sentences_per_doc,
+            progress=msg.info,
         )
+        write_corpus(corpus, output_dir)
     except CorpusError as err:
         fail("Corpus conversion failed", str(err))
-    header = ["split", "docs", "tokens", *LABELS]
-    rows = [[split, *(f"{value:,}" for value in counts.values())] for split, counts in summary.items()]
-    msg.table(rows, header=header, aligns=["l"] + ["r"] * (len(header) - 1), divider=True)
-    msg.good(f"Wrote {', '.join(f'{s}.spacy' for s in SPLITS)} to {output_dir} in {time.perf_counter() - started:.1f}s")
+    manifest = corpus.manifest
+    if corpus.scheme is not None:
+        msg.info(f"Tagging scheme: {corpus.scheme.value} ({'set' if scheme.lower() != 'auto' else 'detected'})")
+    if corpus.moved:
+        msg.warn(
+            f"{corpus.moved:,} character spans {misaligned.value}ed to token bounds (misaligned={misaligned.value})"
+        )
+    if doc_mode == DocMode.document and not data_dir:
+        msg.info(f"Dataset rows have no document boundaries: every {hf_sentences_per_doc} rows make one Doc")
+    msg.info(f"Labels, from the training data: {', '.join(manifest.labels)}")
+    header = ["split", "docs", "tokens", *manifest.labels, "from"]
+    rows = [
+        [
+            split,
+            f"{counts.docs:,}",
+            f"{counts.tokens:,}",
+            *(f"{counts.entities[label]:,}" for label in manifest.labels),
+            counts.origin,
+        ]
+        for split, counts in manifest.splits.items()
+    ]
+    msg.table(rows, header=header, aligns=["l"] + ["r"] * (len(header) - 2) + ["l"], divider=True)
+    msg.good(
+        f"Wrote {', '.join(f'{s}.spacy' for s in SPLITS)} and corpus.json to {output_dir} "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from scripts.lib.calibration import CalibrationError
 from scripts.lib.calibration_fit import calibrate_pipeline
 from scripts.lib.cli import fail
 from scripts.lib.preflight import PreflightError, check_gpu, resolve_encoder
+from scripts.lib.schedule import corpus_words, epoch_schedule, epochs_of
 from scripts.lib.training_run import TRAIN_LOG_NAME, TRAIN_STATS_NAME
 
 ENCODER_SETTING = "components.transformer.model.name"
@@ -73,6 +74,7 @@ def main(
     pairs: str = typer.Option(
         "", "--overrides", help="Config settings as 'section.key=value' pairs, space-separated (vars.train_overrides)"
     ),
+    epochs: float = typer.Option(0, help="> 0: train this many epochs, steps and schedule scaled to the corpus"),
 ) -> None:
     try:
         check_gpu(gpu_id)
@@ -82,6 +84,7 @@ def main(
         fail("Cannot start training", str(err))
     msg.info(f"Encoder: {model}" + (f" (snapshot {encoder})" if encoder != model else ""))
     log_path = output_dir / TRAIN_LOG_NAME
+    extra = {**corpus_schedule(config_path, extra, epochs), **extra}
     overrides = training_overrides(encoder, gpu_id, extra, log_path)
     if gpu_id < 0:
         msg.info("Training on the CPU: mixed precision off")
@@ -91,6 +94,32 @@ def main(
     stats = {"seconds": time.perf_counter() - started, "encoder": model, "gpu_id": gpu_id}
     write_text_atomic(output_dir / TRAIN_STATS_NAME, json.dumps(stats, indent=2) + "\n")
     calibrate_best(output_dir / "model-best", overrides)
+
+
+def corpus_schedule(config_path: Path, extra: dict[str, Any], epochs: float) -> dict[str, Any]:
+    """With epochs, the schedule for them on this corpus; says how many epochs the run makes either way."""
+    config = load_config(config_path)
+    train_path = Path(extra.get("paths.train") or config["paths"]["train"])
+    words_per_step = int(extra.get("training.batcher.size") or config["training"]["batcher"]["size"])
+    if not train_path.is_file():
+        fail("Cannot start training", f"{train_path}: no such file. Run `spacy project run corpus` first.")
+    words = corpus_words(train_path)
+    if epochs > 0:
+        schedule = epoch_schedule(epochs, words, words_per_step)
+        msg.info(
+            f"{epochs:g} epochs of {words:,} training words at {words_per_step:,} a step: "
+            + ", ".join(f"{key}={value}" for key, value in schedule.items())
+        )
+        return schedule
+    steps = int(extra.get("training.max_steps") or config["training"]["max_steps"])
+    made = epochs_of(steps, words, words_per_step)
+    msg.info(f"The config's {steps:,} steps of {words_per_step:,} words make {made:.1f} epochs of {words:,} words")
+    if steps and not 0.5 <= made <= 30:
+        msg.warn(
+            f"{made:.1f} epochs suits this corpus badly: set the project var train_epochs "
+            "(e.g. --vars.train_epochs 5) to size the schedule to it"
+        )
+    return {}
 
 
 def calibrate_best(model_dir: Path, overrides: dict[str, Any]) -> None:
