@@ -179,7 +179,7 @@ def workflow_command(
         str(encoder),
         "--vars.gpu_id",
         str(gpu_id),
-        "--vars.conll_dir",
+        "--vars.data_dir",
         str(conll_dir),
         "--vars.version",
         VERSION,

@@ -26,7 +26,8 @@ from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
 from scripts.lib.cli import fail
-from scripts.lib.conll import CorpusError, DocMode, convert
+from scripts.lib.conll import CorpusError, DocMode
+from scripts.lib.corpus_build import convert
 from scripts.lib.reports import machine_description, md_table, percent, write_json_and_markdown
 from scripts.lib.training_run import spacy_side
 
@@ -68,13 +69,13 @@ def run_step(command: list[str], log_path: Path) -> None:
         raise RunError(f"`{' '.join(command)}` exited with {code}; full output in {log_path}:\n{tail}")
 
 
-def make_corpora(work_dir: Path, conll_dir: str, doc_modes: set[DocMode]) -> dict[DocMode, Path]:
+def make_corpora(work_dir: Path, data_dir: str, doc_modes: set[DocMode]) -> dict[DocMode, Path]:
     folders = {}
     for doc_mode in sorted(doc_modes):
         folders[doc_mode] = work_dir / f"corpus-{doc_mode.value}"
         if not (folders[doc_mode] / "test.spacy").is_file():
             msg.info(f"Writing the {doc_mode.value}-mode corpus to {folders[doc_mode]}")
-            convert(folders[doc_mode], Path(conll_dir) if conll_dir else None, doc_mode=doc_mode)
+            convert(folders[doc_mode], Path(data_dir) if data_dir else None, doc_mode=doc_mode)
     return folders
 
 
@@ -180,7 +181,9 @@ def main(
     ),
     output: Path = typer.Argument(..., help="metrics/benchmark_context.json; the .md goes beside it"),
     model: str = typer.Option(..., help="Encoder folder or hub name, as for the train command"),
-    conll_dir: str = typer.Option("", help="Folder with the CoNLL-2003 files; empty: the HF hub"),
+    data_dir: str = typer.Option(
+        "", help="Folder with the labelled data (as the corpus step reads it); empty: the HF hub"
+    ),
     work_dir: Path = typer.Option(Path("training/context"), help="Where the corpora and the runs go"),
     variants: str = typer.Option("sentence,document", help=f"Comma-separated: {', '.join(VARIANTS)}"),
     seeds: str = typer.Option("0,1", help="Comma-separated training seeds"),
@@ -190,7 +193,7 @@ def main(
     chosen = [variant(name.strip(), context_tokens) for name in variants.split(",") if name.strip()]
     seed_list = [int(seed) for seed in seeds.split(",") if seed.strip()]
     try:
-        corpora = make_corpora(work_dir, conll_dir, {v.doc_mode for v in chosen})
+        corpora = make_corpora(work_dir, data_dir, {v.doc_mode for v in chosen})
     except CorpusError as err:
         fail("Cannot write the corpora", str(err))
     runs = []

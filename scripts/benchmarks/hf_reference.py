@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,11 @@ from wasabi import msg
 from scripts.lib.atomic import write_text_atomic
 from scripts.lib.calibration import span_calibration
 from scripts.lib.cli import fail
-from scripts.lib.conll import LABELS
+from scripts.lib.labels import label_order
 from scripts.lib.preflight import PreflightError, resolve_encoder
 from scripts.lib.raw_text import GoldText, gold_texts, score_texts
-from scripts.lib.scoring import EvaluationError, LabelledSpan, score_iob2, sentence_iob2_tags
+from scripts.lib.scoring import LabelledSpan, score_iob2, sentence_iob2_tags
 
-TAGS = ["O"] + [f"{prefix}-{label}" for label in LABELS for prefix in "BI"]
 IGNORED = -100  # the label index the loss skips
 # The HF pipeline's aggregation strategies that return entities. "none" returns a tag per sub-token;
 # joining those into entities is what "simple" does, so "simple" stands for it.
@@ -71,10 +71,7 @@ def read_gold_texts(path: Path) -> list[GoldText]:
     """The raw text of each gold sentence of a DocBin, with its entities' character spans."""
     if not path.is_file():
         raise RecipeError(f"{path}: no such DocBin. Build the corpus with `spacy project run corpus`.")
-    try:
-        return gold_texts(list(DocBin().from_disk(path).get_docs(Vocab())), str(path), per_sentence=True)
-    except EvaluationError as err:
-        raise RecipeError(str(err)) from None
+    return gold_texts(list(DocBin().from_disk(path).get_docs(Vocab())), per_sentence=True)
 
 
 def scored_hf_spans(entities: list[dict[str, Any]]) -> list[tuple[LabelledSpan, dict[str, Any]]]:
@@ -108,41 +105,64 @@ def score_hf_pipeline_on_raw_text(model_dir: Path, golds: list[GoldText], gpu_id
     return {"best_aggregation": best, "f1": by_aggregation[best]["f1"], "by_aggregation": by_aggregation}
 
 
-def align_labels(word_ids: list[int | None], word_tags: list[str]) -> list[int]:
-    """Each sub-token gets its word's tag; special tokens (no word) are ignored by the loss."""
-    return [IGNORED if word is None else TAGS.index(word_tags[word]) for word in word_ids]
+def corpus_labels(*splits: Iterable[Sequence[str]]) -> list[str]:
+    """The entity labels of IOB2 tag lists, in label_order: CoNLL's four first in their order, any other by name."""
+    return label_order(tag[2:] for sentences in splits for tags in sentences for tag in tags if tag != "O")
 
 
-def first_subtoken_tags(word_ids: list[int | None], predicted: list[int], n_words: int) -> list[str]:
-    """Word-level tags from the prediction on each word's first sub-token; cut-off words get O."""
-    tags = ["O"] * n_words
+def tag_set(labels: Iterable[str]) -> list[str]:
+    """The classifier's tags: O, then B- and I- of each label in label_order.
+
+    On CoNLL-2003 that is O, B-PER, I-PER, B-ORG, ..., I-MISC, the ids the recipe has always used,
+    so its figures do not move; on other data, whatever labels the corpus holds.
+    """
+    return ["O"] + [f"{prefix}-{label}" for label in label_order(labels) for prefix in "BI"]
+
+
+def align_labels(word_ids: list[int | None], word_tags: list[str], tag_ids: Mapping[str, int]) -> list[int]:
+    """Each sub-token gets its word's tag id; special tokens (no word) are ignored by the loss."""
+    return [IGNORED if word is None else tag_ids[word_tags[word]] for word in word_ids]
+
+
+def first_subtoken_tags(
+    word_ids: list[int | None], predicted: list[int], n_words: int, tags: Sequence[str]
+) -> list[str]:
+    """Word-level tags from the prediction (tag ids) on each word's first sub-token; cut-off words get O."""
+    word_tags = ["O"] * n_words
     seen = set()
     for position, word in enumerate(word_ids):
         if word is not None and word not in seen:
             seen.add(word)
-            tags[word] = TAGS[predicted[position]]
-    return tags
+            word_tags[word] = tags[predicted[position]]
+    return word_tags
 
 
-def encode(tokenizer: Any, words: list[list[str]], tags: list[list[str]]) -> list[dict[str, Any]]:
+def encode(
+    tokenizer: Any, words: list[list[str]], tags: list[list[str]], tag_ids: Mapping[str, int]
+) -> list[dict[str, Any]]:
     encoded = tokenizer(words, is_split_into_words=True, truncation=True)
     return [
         {
             "input_ids": encoded["input_ids"][i],
             "attention_mask": encoded["attention_mask"][i],
-            "labels": align_labels(encoded.word_ids(i), tags[i]),
+            "labels": align_labels(encoded.word_ids(i), tags[i], tag_ids),
         }
         for i in range(len(words))
     ]
 
 
-def predict_tags(trainer: Any, tokenizer: Any, words: list[list[str]], tags: list[list[str]]) -> list[list[str]]:
+def predict_tags(
+    trainer: Any, tokenizer: Any, words: list[list[str]], tags: list[list[str]], tag_list: Sequence[str]
+) -> list[list[str]]:
     import numpy
 
-    output = trainer.predict(encode(tokenizer, words, tags))
+    output = trainer.predict(encode(tokenizer, words, tags, {tag: i for i, tag in enumerate(tag_list)}))
     predicted = numpy.argmax(output.predictions, axis=-1)
     encoded = tokenizer(words, is_split_into_words=True, truncation=True)
-    return [first_subtoken_tags(encoded.word_ids(i), predicted[i].tolist(), len(words[i])) for i in range(len(words))]
+    return [
+        first_subtoken_tags(encoded.word_ids(i), predicted[i].tolist(), len(words[i]), tag_list)
+        for i in range(len(words))
+    ]
 
 
 def train_reference(
@@ -160,9 +180,17 @@ def train_reference(
     splits = {split: read_sentences(corpus_dir / f"{split}.spacy") for split in ("dev", "test")}
     test_texts = read_gold_texts(corpus_dir / "test.spacy")
     train_words, train_tags = read_sentences(corpus_dir / "train.spacy", recipe.max_train_sentences)
+    # Every split's labels: a label that only dev or test holds still needs a tag id to be encoded and scored.
+    labels = corpus_labels(train_tags, *(tags for _, tags in splits.values()))
+    if not labels:
+        raise RecipeError(
+            f"{corpus_dir}: no split holds a gold entity. Build the corpus with `spacy project run corpus`."
+        )
+    tags = tag_set(labels)
+    tag_ids = {tag: i for i, tag in enumerate(tags)}
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModelForTokenClassification.from_pretrained(
-        encoder, num_labels=len(TAGS), id2label=dict(enumerate(TAGS)), label2id={t: i for i, t in enumerate(TAGS)}
+        encoder, num_labels=len(tags), id2label=dict(enumerate(tags)), label2id=tag_ids
     )
     arguments = TrainingArguments(
         output_dir=str(output_dir / "trainer"),
@@ -182,7 +210,7 @@ def train_reference(
     trainer = Trainer(
         model=model,
         args=arguments,
-        train_dataset=encode(tokenizer, train_words, train_tags),
+        train_dataset=encode(tokenizer, train_words, train_tags, tag_ids),
         data_collator=DataCollatorForTokenClassification(tokenizer),
     )
     started = time.perf_counter()
@@ -193,15 +221,16 @@ def train_reference(
     results: dict[str, Any] = {
         "recipe": vars(recipe),
         "encoder": encoder,
+        "labels": labels,
         "train_sentences": len(train_words),
         "train_seconds": train_seconds,
         "train_words_per_second": sum(map(len, train_words)) * recipe.epochs / train_seconds,
     }
-    for split, (words, tags) in splits.items():
-        predicted = predict_tags(trainer, tokenizer, words, tags)
+    for split, (words, gold) in splits.items():
+        predicted = predict_tags(trainer, tokenizer, words, gold, tags)
         results[split] = {
-            "seqeval_strict": score_iob2(tags, predicted, strict=True),
-            "seqeval_default": score_iob2(tags, predicted, strict=False),
+            "seqeval_strict": score_iob2(gold, predicted, strict=True),
+            "seqeval_default": score_iob2(gold, predicted, strict=False),
             "n_sentences": len(words),
         }
     results["test"]["raw_text"] = score_hf_pipeline_on_raw_text(output_dir / "model", test_texts, gpu_id)

@@ -28,10 +28,7 @@ def fit_calibration(
 ) -> LogisticCalibration:
     """Fit NLP's entity scorer on GOLD_DOCS (dev only) read as raw text; SOURCE names them in messages."""
     scorer = scorer_of(nlp)
-    try:
-        golds = gold_texts(gold_docs, source)
-    except EvaluationError as err:
-        raise CalibrationError(str(err)) from None
+    golds = gold_texts(gold_docs)
     settings = scorer.calibration, scorer.threshold, scorer.require_calibration
     scorer.calibration, scorer.threshold, scorer.require_calibration = None, 0.0, False
     raw_scores, correct = [], []

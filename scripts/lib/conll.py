@@ -132,9 +132,9 @@ def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[
                 f"{origin}: no column {token_column} (token) or {tag_column} (tag) in {width} columns. "
                 "Set token_column / tag_column (counted from 0; -1 is the last)."
             ) from None
-        if not word.strip():
+        if not word:
             raise CorpusError(f"{origin}: the token column is empty: {line!r}. Every token line needs a token.")
-        sentence.words.append(word.strip() if separator else word)
+        sentence.words.append(word)
         sentence.tags.append(tag.strip())
         sentence.origins.append(origin)
     end_sentence()

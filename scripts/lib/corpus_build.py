@@ -67,6 +67,8 @@ CONLL2003_SHA256 = {
     "82e0c72d262f86ad3e78b15c5d980bbf87cb205aa4bf6d2d97643f463f8d7ff7",
 }
 TOKEN_FORMATS = (DataFormat.columns, DataFormat.datasets)
+# One tokenizer per config in a process: building one imports every spaCy entry point (seconds).
+TOKENIZERS: dict[Path, Any] = {}
 SPAN_FORMATS = (DataFormat.spans, DataFormat.doccano, DataFormat.label_studio)
 
 
@@ -83,6 +85,8 @@ class CorpusOptions:
     misaligned: Misaligned = Misaligned.error
     # The training config whose tokenizer cuts text with character spans: the cuts nlp(text) makes.
     tokenizer_config: Path | None = None
+    # Split files by name inside the data folder, for names other than train.*, dev.*, test.*.
+    split_files: dict[str, str] = field(default_factory=dict)
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -99,12 +103,25 @@ class SplitSource:
     moved: int = 0
 
 
-def find_split_files(data_dir: Path) -> dict[str, Path]:
+def named_split_files(data_dir: Path, names: dict[str, str]) -> dict[str, Path]:
+    """Split files named by the user (train_file, dev_file, test_file), inside `data_dir`."""
+    if "train" not in names:
+        raise CorpusError("dev_file or test_file given without train_file: name the training file too.")
+    files = {split: data_dir / name for split, name in names.items()}
+    for split, path in files.items():
+        if not path.is_file():
+            raise CorpusError(f"{path}: no such file (the {split} file). Check data_dir and {split}_file.")
+    return files
+
+
+def find_split_files(data_dir: Path, names: dict[str, str] | None = None) -> dict[str, Path]:
     """The file of each split present in `data_dir`; train is required, dev and test are split off when absent."""
     if not data_dir.is_dir():
         raise CorpusError(
             f"{data_dir}: not a folder. Set data_dir to the folder that holds train.* (and dev.* or valid.*, test.*)."
         )
+    if names:
+        return named_split_files(data_dir, names)
     found: dict[str, Path] = {}
     for split in SPLITS:
         candidates = [
@@ -126,7 +143,7 @@ def find_split_files(data_dir: Path) -> dict[str, Path]:
     if "train" not in found:
         raise CorpusError(
             f"{data_dir}: no training file: expected train.<ext> (e.g. train.txt, train.jsonl, train.spacy) "
-            "or eng.train in that folder."
+            "or eng.train in that folder, or name the files (project vars train_file, dev_file, test_file)."
         )
     return found
 
@@ -174,6 +191,8 @@ def corpus_scheme(sources: Sequence[SplitSource], forced: Scheme | None) -> Sche
     schemes = set(detected.values())
     if schemes <= {Scheme.iob1, Scheme.iob2}:
         return Scheme.iob1 if Scheme.iob1 in schemes else Scheme.iob2
+    if len(schemes) == 1:
+        return schemes.pop()
     listing = ", ".join(f"{where}: {scheme.value}" for where, scheme in detected.items())
     raise CorpusError(
         f"the splits use different tagging schemes ({listing}). Convert them to one scheme, "
@@ -248,10 +267,24 @@ def is_conll2003(files: dict[str, Path]) -> bool:
     )
 
 
+def tokenizer(options: CorpusOptions) -> Any:
+    """The pipeline's tokenizer, built once for all splits (one vocab)."""
+    from scripts.lib.span_records import pipeline_tokenizer
+
+    if options.tokenizer_config is None:
+        raise CorpusError(
+            "text with character spans needs the pipeline's tokenizer: "
+            "pass the training config (--tokenizer-config configs/minilm_cpu.cfg)."
+        )
+    if options.tokenizer_config not in TOKENIZERS:
+        TOKENIZERS[options.tokenizer_config] = pipeline_tokenizer(options.tokenizer_config)
+    return TOKENIZERS[options.tokenizer_config]
+
+
 def read_file_sources(data_dir: Path, options: CorpusOptions, vocab: Vocab) -> list[SplitSource]:
     from scripts.lib.dataset_source import load_local_dataset, read_dataset_splits
 
-    files = find_split_files(data_dir)
+    files = find_split_files(data_dir, options.split_files)
     sources = [SplitSource(split, path, DataFormat(options.data_format)) for split, path in files.items()]
     for source in sources:
         if source.data_format == DataFormat.auto:
@@ -270,20 +303,14 @@ def read_file_sources(data_dir: Path, options: CorpusOptions, vocab: Vocab) -> l
         elif source.data_format == DataFormat.docbin:
             source.docs = read_docbin_split(source.path, vocab)
         else:
-            from scripts.lib.span_records import pipeline_tokenizer, read_span_file
+            from scripts.lib.span_records import read_span_file
 
-            if options.tokenizer_config is None:
-                raise CorpusError(
-                    f"{source.path}: text with character spans needs the pipeline's tokenizer: "
-                    "pass the training config (--tokenizer-config configs/minilm_cpu.cfg)."
-                )
             records = read_span_file(
-                source.path,
-                pipeline_tokenizer(options.tokenizer_config),
-                source.data_format.value,
-                Misaligned(options.misaligned).value,
+                source.path, tokenizer(options), source.data_format.value, Misaligned(options.misaligned).value
             )
             source.docs, source.moved = records.docs, records.moved
+        if source.data_format not in TOKEN_FORMATS and not source.docs:
+            raise CorpusError(f"{source.path}: no annotated records to train or score on (all skipped or empty).")
     return sources
 
 

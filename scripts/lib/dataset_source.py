@@ -20,6 +20,7 @@ TOKENS_COLUMN = "tokens"
 TAGS_COLUMN = "ner_tags"
 # `datasets` builder names by file extension.
 BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+STRING_DTYPES = ("string", "large_string", "string_view")
 
 
 def tag_names(dataset: Any, tags_column: str, where: str) -> list[str] | None:
@@ -33,7 +34,8 @@ def tag_names(dataset: Any, tags_column: str, where: str) -> list[str] | None:
     names = getattr(feature, "names", None)
     if names is not None:
         return list(names)
-    if getattr(feature, "dtype", "string") != "string":
+    # Arrow's large_string is what polars (and pandas with Arrow strings) write to parquet.
+    if getattr(feature, "dtype", "string") not in STRING_DTYPES:
         raise CorpusError(
             f"{where}: the '{tags_column}' column holds numbers without ClassLabel names, so they cannot be "
             "read as tags. Store the tags as strings (B-PER) or give the column ClassLabel features."

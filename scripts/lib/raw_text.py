@@ -1,7 +1,7 @@
 """Entity scoring on raw text: what a user gets who passes strings to the pipeline.
 
-Each gold text is rebuilt from its tokens (CoNLL keeps no whitespace, so the tokens are joined by
-single spaces), read by the pipeline's own tokenizer through `nlp.pipe`, and its entities are
+Each gold text is the gold Doc's own text (CoNLL keeps no whitespace, so there the tokens are joined
+by single spaces), read by the pipeline's own tokenizer through `nlp.pipe`, and its entities are
 compared with the gold by exact character span and type. A gold-words score (scripts.lib.scoring)
 hands the pipeline CoNLL's tokens; this one lets the tokenizer cut the text, so it counts every
 entity lost where the tokenizer's tokens differ from the ones the model learnt on.
@@ -22,7 +22,6 @@ from scripts.lib.calibration import scored_char_spans, span_calibration
 from scripts.lib.scoring import (
     BATCH_SIZE,
     TOP_STRINGS,
-    EvaluationError,
     LabelledSpan,
     score_span_sets,
     sentence_starts,
@@ -38,47 +37,27 @@ class GoldText:
     words: list[str]
 
 
-def gold_text(tokens: Doc | Span, where: str) -> GoldText:
-    """The tokens joined by single spaces; each gold entity's character span from its tokens' offsets.
+def gold_text(tokens: Doc | Span) -> GoldText:
+    """The tokens' own text, each gold entity's character span from its tokens' offsets.
 
-    `where` names the doc for the error a token that cannot be written as text raises.
+    Docs made from tokens alone (column files, dataset rows) join them by single spaces; Docs cut from
+    text with character spans keep that text, newlines and double spaces included.
     """
-    words = [token.text for token in tokens]
-    first = tokens[0].i if len(tokens) else 0
-    for position, word in enumerate(words):
-        if not word or any(character.isspace() for character in word):
-            doc, index = (tokens.doc if isinstance(tokens, Span) else tokens), first + position
-            starts = [start for start in sentence_starts(doc) if start <= index]
-            raise EvaluationError(
-                f"{where}, sentence {len(starts)}, token {index - starts[-1] + 1} is {word!r} "
-                f"(in {doc[starts[-1] : starts[-1] + 8].text!r}), which cannot be rebuilt as raw text: the text is "
-                "the tokens joined by single spaces, so a token must be non-empty and hold no whitespace. Rebuild "
-                "the DocBin from CoNLL files with `spacy project run corpus` (its tokens never hold whitespace), "
-                "or drop or merge that token."
-            )
-    offsets, position = [], 0
-    for word in words:
-        offsets.append(position)
-        position += len(word) + 1
-    entities = {
-        (offsets[ent.start - first], offsets[ent.end - 1 - first] + len(words[ent.end - 1 - first]), ent.label_)
-        for ent in tokens.ents
-    }
-    return GoldText(" ".join(words), entities, words)
+    span = tokens[:] if isinstance(tokens, Doc) else tokens
+    base = span.start_char
+    entities = {(ent.start_char - base, ent.end_char - base, ent.label_) for ent in span.ents}
+    return GoldText(span.text, entities, [token.text for token in span])
 
 
-def gold_texts(gold_docs: Sequence[Doc], source: str, per_sentence: bool = False) -> list[GoldText]:
+def gold_texts(gold_docs: Sequence[Doc], per_sentence: bool = False) -> list[GoldText]:
     """One text per gold Doc (a sentence, or a whole document in document mode), or per gold sentence."""
     texts = []
-    for number, doc in enumerate(gold_docs, start=1):
-        where = f"{source}: doc {number}"
+    for doc in gold_docs:
         if not per_sentence:
-            texts.append(gold_text(doc, where))
+            texts.append(gold_text(doc))
             continue
         starts = sentence_starts(doc)
-        texts.extend(
-            gold_text(doc[start:end], where) for start, end in zip(starts, [*starts[1:], len(doc)], strict=True)
-        )
+        texts.extend(gold_text(doc[start:end]) for start, end in zip(starts, [*starts[1:], len(doc)], strict=True))
     return texts
 
 

@@ -25,7 +25,7 @@ from spacy.training.iob_utils import biluo_to_iob, doc_to_biluo_tags
 from spacy.vocab import Vocab
 from tqdm import tqdm
 
-from scripts.lib.conll import LABELS
+from scripts.lib.labels import label_order
 
 BATCH_SIZE = 64
 
@@ -160,11 +160,6 @@ def pair_sentences(gold_docs: Sequence[Doc], predicted_docs: Sequence[Doc]) -> l
             words, spaces = [t.text for t in tokens], [bool(t.whitespace_) for t in tokens]
             pairs.append(SentencePair(words, spaces, gold_tags, predicted_tags))
     return pairs
-
-
-def label_order(labels: Sequence[str]) -> list[str]:
-    """CoNLL's labels in their usual order, then any other label a pipeline predicted."""
-    return [label for label in LABELS if label in labels] + sorted(set(labels) - set(LABELS))
 
 
 def score_iob2(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], strict: bool) -> dict[str, Any]:

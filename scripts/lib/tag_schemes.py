@@ -121,13 +121,16 @@ def tags_to_spans(tags: Sequence[str], scheme: Scheme, origins: Sequence[str]) -
         if prefix not in (OUTSIDE, begin, inside, last, unit):
             raise broken(origins[i], tag, scheme, f"{scheme.value} has no {prefix}- tags")
         if scheme in (Scheme.iob1, Scheme.iob2):
-            if prefix == inside and label and tag_label != label:
-                raise TagError(
-                    f"{origins[i]}: tag '{tag}' would continue the {label} entity "
-                    f"opened at {origins[start]}. Start a new entity with 'B-{tag_label}', "
-                    f"or give the token 'I-{label}'."
+            # IOB2 opens every entity with B-; IOB1 opens one with I- after O or after another type.
+            if prefix == inside and label and tag_label != label and scheme == Scheme.iob2:
+                raise broken(
+                    origins[i],
+                    tag,
+                    scheme,
+                    f"it would continue the {label} entity opened at {origins[start]}; start a new entity with "
+                    f"B-{tag_label}, or give the token I-{label}",
                 )
-            if prefix == inside and label:
+            if prefix == inside and tag_label == label:
                 continue
             if prefix == inside and scheme == Scheme.iob2:
                 raise broken(origins[i], tag, scheme, f"an I- tag must follow B-{tag_label} or I-{tag_label}")

@@ -417,7 +417,7 @@ class NerRequest(BaseModel):
 class Entity(BaseModel):
     start: int = Field(description="Character offset of its first character (Python string index)")
     end: int = Field(description="Character offset just past its last character")
-    label: str = Field(description="PER, ORG, LOC or MISC")
+    label: str = Field(description="The entity type: one of the pipeline's labels (GET /healthz lists them)")
     text: str = Field(description="text[start:end]")
     score: float | None = Field(None, description="The model's confidence, where the pipeline reports one")
 
@@ -601,7 +601,7 @@ def create_app(
 
     app = FastAPI(
         title="en_bert_ner",
-        summary="Named entities (PER, ORG, LOC, MISC) in English text, with character offsets.",
+        summary="Named entities in English text, with character offsets; GET /healthz lists the entity types.",
         version="1.0",
         lifespan=lifespan,
     )

@@ -22,6 +22,9 @@ from scripts.lib.corpus_build import CorpusOptions, DataFormat, Misaligned, buil
 def main(
     output_dir: Path = typer.Argument(..., help="Folder for train.spacy, dev.spacy, test.spacy and corpus.json"),
     data_dir: str = typer.Option("", help="Folder with train.* (and dev.*/valid.*, test.*); empty: the HF hub"),
+    train_file: str = typer.Option("", help="The training file's name in data_dir; empty: train.*"),
+    dev_file: str = typer.Option("", help="The dev file's name in data_dir; empty: dev.*, valid.* or split off"),
+    test_file: str = typer.Option("", help="The test file's name in data_dir; empty: test.* or split off"),
     doc_mode: DocMode = typer.Option(DocMode.sentence, help="One Doc per sentence, or per -DOCSTART- document"),
     data_format: DataFormat = typer.Option(DataFormat.auto, help="Format of the files; auto: by extension and content"),
     scheme: str = typer.Option("auto", help="Tagging scheme of tagged tokens: auto, IOB1, IOB2, IOBES, BILOU"),
@@ -53,6 +56,9 @@ def main(
         tags_column=tags_column,
         misaligned=misaligned,
         tokenizer_config=tokenizer_config,
+        split_files={
+            split: name for split, name in (("train", train_file), ("dev", dev_file), ("test", test_file)) if name
+        },
         dev_fraction=dev_fraction,
         test_fraction=test_fraction,
         split_seed=split_seed,

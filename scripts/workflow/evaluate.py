@@ -41,9 +41,8 @@ def run_evaluation(
     nlp = pipeline_loading.load_pipeline(model, gpu_id, backend)
     gold_docs = load_gold_docs(gold_path, nlp.vocab)
     msg.info(f"Evaluating {model} on {gold_path}: {len(gold_docs):,} docs")
-    # What a user gets: the same gold passed as text, through the pipeline's own tokenizer. Rebuilt
-    # first, so that a gold text that cannot be rebuilt stops the run before the long passes.
-    golds = gold_texts(gold_docs, str(gold_path))
+    # What a user gets: the same gold passed as text, through the pipeline's own tokenizer.
+    golds = gold_texts(gold_docs)
     evaluation = evaluate(nlp, gold_docs, batch_size)
     if scorer_name(nlp) is not None:
         evaluation.results["calibration"] = evaluate_calibration(gold_docs, evaluation.predicted_docs)

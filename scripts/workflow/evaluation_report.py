@@ -21,15 +21,13 @@ from spacy import displacy
 
 from scripts.lib.atomic import atomic_target, write_text_atomic
 from scripts.lib.conll import SPLITS
+from scripts.lib.labels import label_colours
 from scripts.lib.reports import md_cell, md_table, percent
 from scripts.lib.scoring import ERROR_KINDS, TOP_STRINGS, Evaluation, SentencePair, strict_spans
 
 WORST_SENTENCES = 25
 
 REPORT_NAME = "report.md"
-
-# displaCy has no colours of its own for CoNLL's PER and MISC.
-ENTITY_COLORS = {"PER": "#aa9cfc", "ORG": "#7aecec", "LOC": "#ff9561", "MISC": "#e4e7d2"}
 
 
 def error_kinds_table(kinds: dict[str, int]) -> str:
@@ -273,7 +271,8 @@ def displacy_html(sentence: SentencePair, tags: Sequence[str]) -> str:
         manual=True,
         page=False,
         jupyter=False,
-        options={"colors": ENTITY_COLORS},
+        # displaCy has no colours of its own for CoNLL's PER and MISC, nor for most labels of other data.
+        options={"colors": label_colours({ent["label"] for ent in ents})},
     )
 
 

@@ -1,9 +1,16 @@
-"""The packaged model's meta: the hand-written meta plus the measured test scores.
+"""The packaged model's meta: the hand-written meta, made to fit the corpus, plus the measured test scores.
 
 `spacy package` shows meta["performance"] on the model card (scalars only, as
 percentages), so the card carries the test scores of scripts.workflow.evaluate: seqeval on
 the gold words, the raw-text score (text in, entities by character span) beside them, and how
-well calibrated the entity scores are.
+well calibrated the entity scores are. Per type the card shows F1 (ents_f_<label>); spaCy lists
+the labels itself, from the pipeline.
+
+What the package says about its data follows the corpus manifest (corpus/corpus.json): trained on
+CoNLL-2003, it carries that data's research-only licence and names it as a source, as configs/meta.json's
+`conll2003` block words them; trained on other data, neither, but a description from the data's own
+labels and source and a licence that says it was not stated. --description and --license replace
+either.
 """
 
 from __future__ import annotations
@@ -17,6 +24,11 @@ from wasabi import msg
 
 from scripts.lib.atomic import write_text_atomic
 from scripts.lib.cli import fail
+from scripts.lib.corpus_manifest import CorpusManifest, ManifestError, read_manifest
+from scripts.lib.labels import label_order
+
+# The block of configs/meta.json that replaces description, licence and adds sources for CoNLL-2003 itself.
+CONLL2003_BLOCK = "conll2003"
 
 
 class MetaError(Exception):
@@ -36,7 +48,7 @@ def performance_from_metrics(metrics: dict[str, Any], where: str) -> dict[str, A
     """spaCy's performance keys, filled with the primary (seqeval strict IOB2) test scores; raw text beside."""
     try:
         strict, default, raw = metrics["seqeval_strict"], metrics["seqeval_default"], metrics["raw_text"]
-        performance: dict[str, Any] = {
+        overall = {
             "ents_p": strict["precision"],
             "ents_r": strict["recall"],
             "ents_f": strict["f1"],
@@ -44,7 +56,18 @@ def performance_from_metrics(metrics: dict[str, Any], where: str) -> dict[str, A
             "ents_r_raw_text": raw["recall"],
             "ents_f_raw_text": raw["f1"],
             "ents_f_conlleval_default": default["f1"],
-            **{f"ents_f_{label}": scores["f1"] for label, scores in strict["per_type"].items()},
+        }
+        per_type = {f"ents_f_{label}": scores["f1"] for label, scores in strict["per_type"].items()}
+        # A label named like a score ("raw_text") would overwrite that score on the card without a word.
+        clashes = sorted(set(overall) & set(per_type))
+        if clashes:
+            raise MetaError(
+                f"{where}: the label '{clashes[0].removeprefix('ents_f_')}' gives the per-type score {clashes[0]}, "
+                "the name of another score on the model card: rename the label in the training data."
+            )
+        performance: dict[str, Any] = {
+            **overall,
+            **per_type,
             "ents_per_type": {
                 label: {"p": scores["precision"], "r": scores["recall"], "f": scores["f1"]}
                 for label, scores in strict["per_type"].items()
@@ -64,14 +87,60 @@ def performance_from_metrics(metrics: dict[str, Any], where: str) -> dict[str, A
     return performance
 
 
-def build_package_meta(base_meta_path: Path, metrics_path: Path) -> dict[str, Any]:
-    meta = read_json(base_meta_path, "It holds the package description, sources and licence.")
+def shown_source(source: str) -> str:
+    """The manifest's source as the description names it: a hub name as it is, a far local path by its last part.
+
+    The description ships in the wheel, where a path on the build machine means nothing to its users
+    and may say more about that machine than its owner meant to.
+    """
+    path = Path(source)
+    if path.is_absolute() or source.startswith("~") or ".." in path.parts:
+        return path.name or source
+    return source
+
+
+def describe_data(base_meta: dict[str, Any], manifest: CorpusManifest, where: str) -> dict[str, Any]:
+    """Description, licence and sources for the manifest's data: CoNLL-2003's own block, or the general ones."""
+    meta = dict(base_meta)
+    conll2003 = meta.pop(CONLL2003_BLOCK, None)
+    if manifest.conll2003:
+        if not isinstance(conll2003, dict):
+            raise MetaError(
+                f"{where}: no '{CONLL2003_BLOCK}' block, with the description, licence and sources of a model "
+                "trained on CoNLL-2003: restore it from the repository."
+            )
+        for key, kind in (("description", str), ("license", str), ("sources", list)):
+            if not isinstance(conll2003.get(key), kind):
+                raise MetaError(f"{where}: '{CONLL2003_BLOCK}' needs its {key} ({kind.__name__}): restore it.")
+        meta["description"], meta["license"] = conll2003["description"], conll2003["license"]
+        meta["sources"] = [*conll2003["sources"], *meta.get("sources", [])]
+        return meta
+    # str.replace, not str.format: a brace in a hand-written description is text, not a field.
+    labels = ", ".join(label_order(manifest.labels))
+    template = str(meta.get("description", ""))
+    meta["description"] = template.replace("{labels}", labels).replace("{source}", shown_source(manifest.source))
+    return meta
+
+
+def build_package_meta(
+    base_meta_path: Path, metrics_path: Path, manifest: CorpusManifest, description: str = "", license_text: str = ""
+) -> dict[str, Any]:
+    """The package's meta.json for a pipeline trained on the manifest's corpus; description and licence when given."""
+    base = read_json(base_meta_path, "It holds the package description, sources and licence.")
     metrics = read_json(metrics_path, "Run `spacy project run evaluate` first.")
+    meta = describe_data(base, manifest, str(base_meta_path))
+    if description:
+        meta["description"] = description
+    if license_text:
+        meta["license"] = license_text
     meta["performance"] = performance_from_metrics(metrics, str(metrics_path))
     meta.setdefault("notes", "")
+    if manifest.conll2003:
+        scores = "Scores: CoNLL-2003 test split, entity level. On the gold words, as the literature reports:"
+    else:
+        scores = f"Scores: the test split of {shown_source(manifest.source)}, entity level. On the gold words:"
     meta["notes"] = (
-        f"{meta['notes']} Scores: CoNLL-2003 test split, entity level. On the gold words, as the "
-        "literature reports: seqeval strict mode with the IOB2 scheme (ents_p, ents_r, ents_f, per type), "
+        f"{meta['notes']} {scores} seqeval strict mode with the IOB2 scheme (ents_p, ents_r, ents_f, per type), "
         "and seqeval default mode as conlleval reports it (ents_f_conlleval_default). On raw text, what "
         "`nlp(text)` gives you (ents_*_raw_text): each test sentence passed as a string (its tokens joined "
         "by spaces), entities compared with the gold by exact character span and type. Speed in words per second."
@@ -89,10 +158,19 @@ def main(
     base_meta: Path = typer.Argument(..., help="Hand-written meta (configs/meta.json)"),
     metrics: Path = typer.Argument(..., help="Test metrics from scripts/evaluate (metrics/test.json)"),
     output: Path = typer.Argument(..., help="Where the merged meta.json goes"),
+    corpus_dir: Path = typer.Option(
+        Path("corpus"), help="Folder of the corpus the pipeline was trained on (corpus.json)"
+    ),
+    description: str = typer.Option(
+        "", help="The package's description; empty: CoNLL-2003's own, or one from the corpus's labels and source"
+    ),
+    license_text: str = typer.Option(
+        "", "--license", help="The package's licence; empty: CoNLL-2003's research-only one, or 'Not stated'"
+    ),
 ) -> None:
     try:
-        meta = build_package_meta(base_meta, metrics)
-    except MetaError as err:
+        meta = build_package_meta(base_meta, metrics, read_manifest(corpus_dir), description, license_text)
+    except (MetaError, ManifestError) as err:
         fail("Cannot build the package meta", str(err))
     write_text_atomic(output, json.dumps(meta, indent=2) + "\n")
     msg.good(f"Wrote {output} (test F1 {meta['performance']['ents_f']:.4f})")

@@ -63,7 +63,7 @@ def test_benchmark_trains_scores_and_resumes(tiny_bert, tmp_path):
         str(tmp_path / "metrics" / "benchmark_context.json"),
         "--model",
         str(tiny_bert),
-        "--conll-dir",
+        "--data-dir",
         str(FIXTURE_CONLL_DIR),
         "--work-dir",
         str(tmp_path / "context"),

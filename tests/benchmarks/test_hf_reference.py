@@ -5,33 +5,64 @@ import sys
 from pathlib import Path
 
 import pytest
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
 
 from scripts.benchmarks.hf_reference import (
     AGGREGATIONS,
     IGNORED,
-    TAGS,
     RecipeError,
     align_labels,
+    corpus_labels,
     first_subtoken_tags,
     hf_char_spans,
     read_gold_texts,
+    read_sentences,
+    tag_set,
 )
-from scripts.lib.conll import convert
+from scripts.lib.corpus_build import convert
 from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, run
+
+CONLL_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+TAG_IDS = {tag: i for i, tag in enumerate(CONLL_TAGS)}
 
 
 def test_every_subtoken_gets_its_words_tag_and_special_tokens_are_ignored():
     # [CLS] Black ##burn said [SEP]: word 0 is split in two sub-tokens
     word_ids = [None, 0, 0, 1, None]
-    assert align_labels(word_ids, ["B-PER", "O"]) == [IGNORED, TAGS.index("B-PER"), TAGS.index("B-PER"), 0, IGNORED]
+    assert align_labels(word_ids, ["B-PER", "O"], TAG_IDS) == [IGNORED, 1, 1, 0, IGNORED]
 
 
 def test_word_tags_come_from_the_first_subtoken():
     word_ids = [None, 0, 0, 1, 2, None]
-    predicted = [0, TAGS.index("B-ORG"), TAGS.index("I-ORG"), TAGS.index("I-ORG"), 0, 0]
-    assert first_subtoken_tags(word_ids, predicted, 4) == ["B-ORG", "I-ORG", "O", "O"]  # word 3 was truncated
+    predicted = [0, TAG_IDS["B-ORG"], TAG_IDS["I-ORG"], TAG_IDS["I-ORG"], 0, 0]
+    assert first_subtoken_tags(word_ids, predicted, 4, CONLL_TAGS) == ["B-ORG", "I-ORG", "O", "O"]  # word 3 cut off
+
+
+def test_conll_keeps_the_recipes_tag_ids_whatever_order_its_labels_come_in():
+    assert tag_set(["MISC", "LOC", "ORG", "PER"]) == CONLL_TAGS
+    assert corpus_labels([["B-LOC", "O", "B-MISC"]], [["B-PER", "I-PER"], ["B-ORG"]]) == ["PER", "ORG", "LOC", "MISC"]
+
+
+def test_a_corpus_of_other_labels_gets_its_own_tags(tmp_path):
+    doc = Doc(
+        Vocab(), words=["Take", "aspirin", "twice", "daily", "orally"], sent_starts=[True, False, False, False, False]
+    )
+    doc.ents = [Span(doc, 1, 2, "DRUG"), Span(doc, 2, 4, "DOSE"), Span(doc, 4, 5, "Route of admin")]
+    DocBin(docs=[doc]).to_disk(tmp_path / "train.spacy")
+    words, sentence_tags = read_sentences(tmp_path / "train.spacy")
+    assert sentence_tags == [["O", "B-DRUG", "B-DOSE", "I-DOSE", "B-Route of admin"]]
+    # A label only dev holds still gets tags: its gold must be encoded and scored.
+    labels = corpus_labels(sentence_tags, [["B-PER", "O"]])
+    tags = tag_set(labels)
+    assert labels == ["PER", "DOSE", "DRUG", "Route of admin"]
+    assert tags == ["O", "B-PER", "I-PER", "B-DOSE", "I-DOSE", "B-DRUG", "I-DRUG", "B-Route of admin",
+                    "I-Route of admin"]  # fmt: skip
+    tag_ids = {tag: i for i, tag in enumerate(tags)}
+    word_ids = [None, 0, 1, 1, 2, 3, 4, None]  # "aspirin" in two sub-tokens
+    ids = align_labels(word_ids, sentence_tags[0], tag_ids)
+    assert ids == [IGNORED, 0, 5, 5, 3, 4, 7, IGNORED]
+    assert first_subtoken_tags(word_ids, [0, *ids[1:-1], 0], len(words[0]), tags) == sentence_tags[0]
 
 
 def test_aggregated_entities_become_character_spans():
@@ -44,11 +75,13 @@ def test_aggregated_entities_become_character_spans():
     assert hf_char_spans([]) == set()
 
 
-def test_gold_texts_of_a_docbin_and_a_token_that_cannot_be_text(tmp_path):
-    doc = Doc(Vocab(), words=["Reuters", "in", "New York"], sent_starts=[True, False, False])
+def test_gold_texts_of_a_docbin_keep_each_sentences_own_text(tmp_path):
+    doc = Doc(Vocab(), words=["Reuters", "in", "New York", "Hi", "\n"], sent_starts=[True, False, False, True, False])
+    doc.ents = [doc.char_span(11, 19, label="LOC")]
     DocBin(docs=[doc]).to_disk(tmp_path / "test.spacy")
-    with pytest.raises(RecipeError, match=r"test.spacy: doc 1, sentence 1, token 3 is 'New York'"):
-        read_gold_texts(tmp_path / "test.spacy")
+    first, second = read_gold_texts(tmp_path / "test.spacy")
+    assert (first.text, first.entities) == ("Reuters in New York", {(11, 19, "LOC")})
+    assert second.text == "Hi \n"
     with pytest.raises(RecipeError, match="no such DocBin"):
         read_gold_texts(tmp_path / "nope.spacy")
 

@@ -1,7 +1,8 @@
 """scripts/tools/serve.py: real server processes on free loopback ports, a real HTTP client, the page in Chromium.
 
 The servers serve the workflow's trained pipeline: the installed package en_bert_ner, or its
-folder training/model-best. Each test bounds its waits; the servers are stopped (SIGINT, then
+folder training/model-best; the page is also shown a rule-based pipeline of other labels, served
+by uvicorn in this process. Each test bounds its waits; the servers are stopped (SIGINT, then
 SIGKILL of their own process group) whatever happens.
 """
 
@@ -29,9 +30,12 @@ import httpx
 import psutil
 import pytest
 import spacy
+from spacy.language import Language
 
+from scripts.lib.labels import label_colour, label_colours
 from scripts.lib.pipeline_loading import load_pipeline
 from scripts.tools.annotation import entity_records
+from scripts.tools.serving import LocalService, ServeSettings, create_app
 from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, WorkflowRun, flat
 from tests.tools.test_annotate import NEWS_LINES
 
@@ -361,6 +365,81 @@ def test_the_page_highlights_the_entities_the_api_finds(server: RunningServer, t
             assert entity["score"] == pytest.approx(api_entity["score"]) and entity["shown_score"]
     assert result_text.startswith("🎉 ")
     assert (tmp_path / "page.png").stat().st_size > 1000
+
+
+def rule_pipeline(_: ServeSettings) -> Language:
+    """A pipeline whose "ner" is an entity ruler: labels outside CoNLL's four (and one of them), found in no time."""
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler", name="ner")
+    ruler.add_patterns(
+        [
+            {"label": "DRUG", "pattern": "aspirin"},
+            {"label": "Dose form", "pattern": "tablets"},
+            {"label": "PER", "pattern": "Anna"},
+        ]
+    )
+    return nlp
+
+
+@contextmanager
+def app_in_this_process(app: Any) -> Iterator[str]:
+    """The application under uvicorn in a thread of this process, on a free loopback port, ready; its URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        while httpx.get(f"{url}/healthz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the pipeline did not load"
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+PAGE_COLOURS = """
+const probe = document.createElement("span");
+const normal = colour => { probe.style.background = colour; return probe.style.backgroundColor; };
+const shown = selector => Array.from(document.querySelectorAll(selector)).map(
+  element => [element.dataset.label, element.style.backgroundColor]);
+return {legend: shown("#legend span"), marks: shown("#result mark.entity"),
+        expected: Object.fromEntries(Object.entries(arguments[0]).map(([label, colour]) => [label, normal(colour)])),
+        hashed: arguments[1].map(label => labelColour(label))};
+"""
+# The page's JavaScript copy of scripts.lib.labels.label_colour must give the same colour for each of these.
+HASHED_LABELS = ["DRUG", "Dose form", "PER", "MISC", "💊 Médicament", "constructor"]
+
+
+def test_the_page_colours_and_lists_any_label_the_pipeline_has():
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings = ServeSettings("rules")
+    service = LocalService(settings, load=rule_pipeline)
+    app = create_app(service, settings, on_startup=service.start, on_shutdown=service.stop)
+    browser = chromium()
+    try:
+        with app_in_this_process(app) as url:
+            shown = submit_on_page(browser, url, "Anna took two aspirin tablets.")
+            WebDriverWait(browser, 30).until(lambda page: page.find_elements(By.CSS_SELECTOR, "#legend span"))
+            colours = browser.execute_script(PAGE_COLOURS, label_colours(["DRUG", "Dose form", "PER"]), HASHED_LABELS)
+            about = browser.find_element(By.CLASS_NAME, "about").text
+    finally:
+        browser.quit()
+    assert [(e["label"], e["text"]) for e in shown] == [("PER", "Anna"), ("DRUG", "aspirin"), ("Dose form", "tablets")]
+    expected = colours["expected"]
+    assert colours["legend"] == [[label, expected[label]] for label in ("PER", "DRUG", "Dose form")]
+    assert colours["marks"] == [[label, expected[label]] for label in ("PER", "DRUG", "Dose form")]
+    assert len(set(expected.values())) == 3  # each label its own colour, none the fallback grey
+    assert colours["hashed"] == [label_colour(label) for label in HASHED_LABELS]
+    assert "people" not in about
 
 
 # --- overload, recovery and a killed worker ----------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import spacy
 import yaml
 
 from scripts.tools.serving import (
@@ -30,6 +31,7 @@ from scripts.tools.serving import (
     ServeSettings,
     TimedOut,
     create_app,
+    describe,
     last_error_line,
     ray_app,
     replica_environment,
@@ -288,6 +290,19 @@ def test_the_page_and_the_schema_are_served():
     schema = call(StandInService(), "GET", "/openapi.json").json()
     assert set(schema["paths"]) == {"/healthz", "/ner"}
     assert {"413", "422", "503"} <= set(schema["paths"]["/ner"]["post"]["responses"])
+    # Any label set: the page asks /healthz for the labels, and the schema names none of its own.
+    assert 'fetch("healthz")' in page.text and ">PER</span>" not in page.text
+    assert "MISC" not in json.dumps(schema) and "GET /healthz lists them" in json.dumps(schema)
+
+
+def test_healthz_lists_the_labels_of_the_pipelines_ner_whatever_they_are():
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("ner")
+    for label in ("DRUG", "Dose form", "PER"):
+        ner.add_label(label)
+    settings = ServeSettings("model")
+    assert describe(nlp, settings, "ready")["labels"] == ["DRUG", "Dose form", "PER"]
+    assert "labels" not in describe(None, settings, "loading")
 
 
 def body_limit_run(limit: int, messages: list[dict], headers: list[tuple[bytes, bytes]]) -> tuple[list[dict], int]:

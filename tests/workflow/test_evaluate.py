@@ -17,6 +17,7 @@ from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
 from scripts.lib.conll import DocMode, make_docs, read_conll, tags_to_spans, write_docbin
+from scripts.lib.labels import label_colour
 from scripts.lib.scoring import (
     ERROR_KINDS,
     EvaluationError,
@@ -29,6 +30,7 @@ from scripts.lib.scoring import (
     sentence_iob2_tags,
 )
 from scripts.workflow.evaluate import app, run_evaluation
+from scripts.workflow.evaluation_report import displacy_html
 from tests.conftest import PROJECT_DIR, flat
 
 # Two documents, four sentences, seven gold entities: PER 3, LOC 2, ORG 1, MISC 1.
@@ -163,6 +165,24 @@ def test_a_predicted_label_outside_conll_is_reported_after_the_conll_labels():
     assert list(scores["per_type"]) == ["PER", "DATE"]
     assert scores["per_type"]["DATE"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert scores["precision"] == 0.5
+
+
+def test_a_corpus_of_other_labels_scores_each_of_them_in_name_order():
+    gold = [["B-DRUG", "I-DRUG", "O", "B-DOSE"], ["B-Drug route", "O"]]
+    predicted = [["B-DRUG", "I-DRUG", "O", "O"], ["B-Drug route", "O"]]
+    for strict in (True, False):
+        scores = score_iob2(gold, predicted, strict=strict)
+        assert list(scores["per_type"]) == ["DOSE", "DRUG", "Drug route"]
+        assert scores["per_type"]["DOSE"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+        assert (scores["precision"], scores["recall"]) == (1.0, pytest.approx(2 / 3))
+
+
+def test_the_worst_sentences_page_colours_every_label():
+    sentence = SentencePair(["Take", "aspirin", "orally", "in", "Bonn"], [True] * 4 + [False], [], [])
+    page = displacy_html(sentence, ["O", "B-DRUG", "B-Route", "O", "B-LOC"])
+    for label in ("DRUG", "Route", "LOC"):
+        assert f"background: {label_colour(label)}" in page
+    assert "background: #ddd" not in page  # displaCy's grey for a label it has no colour for
 
 
 # --- tags per sentence ------------------------------------------------------------
@@ -431,15 +451,16 @@ def test_module_entry_point_reports_a_missing_gold_docbin(tmp_path: Path, ruler_
     assert "Traceback" not in result.stderr
 
 
-def test_a_gold_text_that_cannot_be_rebuilt_stops_the_cli_in_one_paragraph(tmp_path: Path, ruler_model: Path):
-    doc = Doc(Vocab(), words=["Flights", "to", "New York", "."], ents=["O", "O", "B-LOC", "O"])
+def test_gold_cut_from_text_is_scored_on_that_text(tmp_path: Path, ruler_model: Path):
+    """Annotation tools' gold (newlines, double spaces: whitespace tokens) is passed as the text it was cut from."""
+    text = "Talks in\n\nParis  resumed ."
+    doc = spacy.blank("en").make_doc(text)
+    doc.ents = [doc.char_span(10, 15, label="LOC")]
     write_docbin([doc], tmp_path / "test.spacy")
     result = CliRunner().invoke(app, [str(ruler_model), str(tmp_path / "test.spacy"), str(tmp_path / "out")])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    message = flat(result.output)
-    assert f"{tmp_path / 'test.spacy'}: doc 1, sentence 1, token 3 is 'New York'" in message
-    assert "spacy project run corpus" in message
-    assert not (tmp_path / "out").exists()
+    assert result.exit_code == 0, result.output
+    raw_text = json.loads((tmp_path / "out" / "test.json").read_text())["raw_text"]
+    assert raw_text["per_type"]["LOC"]["support"] == 1
 
 
 def test_gold_docbin_round_trip_keeps_the_gold(corpus_dir: Path):

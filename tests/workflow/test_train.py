@@ -143,3 +143,39 @@ def test_a_bad_setting_pair_names_itself_and_the_form(bad: str):
     with pytest.raises(PreflightError, match="is not a 'section.key=value' pair") as error:
         setting_pairs(f"training.patience=0 {bad}")
     assert repr(bad) in str(error.value)
+
+
+# --- the schedule sized to the corpus ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fixture_train_docbin(tmp_path_factory) -> Path:
+    from scripts.lib.corpus_build import convert
+    from tests.conftest import FIXTURE_CONLL_DIR
+
+    output = tmp_path_factory.mktemp("corpus")
+    convert(output, FIXTURE_CONLL_DIR)
+    return output / "train.spacy"
+
+
+def test_epochs_size_the_schedule_to_the_corpus(fixture_train_docbin: Path, capsys):
+    from scripts.lib.schedule import corpus_words
+    from scripts.workflow.train import corpus_schedule
+
+    words = corpus_words(fixture_train_docbin)
+    config = PROJECT_DIR / "configs" / "minilm_cpu.cfg"
+    schedule = corpus_schedule(config, {"paths.train": str(fixture_train_docbin), "training.batcher.size": 100}, 4)
+    steps = -(-4 * words // 100)
+    assert schedule["training.max_steps"] == schedule["training.optimizer.learn_rate.total_steps"] == steps
+    assert schedule["training.optimizer.learn_rate.warmup_steps"] == round(steps / 10)
+    assert f"4 epochs of {words:,} training words" in capsys.readouterr().out
+
+
+def test_the_configs_schedule_is_kept_and_its_epochs_said(fixture_train_docbin: Path, capsys):
+    from scripts.workflow.train import corpus_schedule
+
+    config = PROJECT_DIR / "configs" / "minilm_cpu.cfg"
+    assert corpus_schedule(config, {"paths.train": str(fixture_train_docbin)}, 0) == {}
+    output = capsys.readouterr().out
+    # The fixture is tiny: CoNLL's 330 steps are hundreds of its epochs, and the step says so.
+    assert "The config's 330 steps" in output and "train_epochs" in output
