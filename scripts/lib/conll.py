@@ -14,22 +14,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
 
-from scripts.lib.atomic import atomic_target
 from scripts.lib.tag_schemes import Scheme, TagError
 from scripts.lib.tag_schemes import tags_to_spans as scheme_spans
 
 # CoNLL-2003's labels, in the order its papers list them.
 LABELS = ("PER", "ORG", "LOC", "MISC")
 SPLITS = ("train", "dev", "test")
-# The names HF serves first, then those of the original release (eng.testa is dev).
-SPLIT_FILE_NAMES = {
-    "train": ("train.txt", "eng.train"),
-    "dev": ("valid.txt", "eng.testa"),
-    "test": ("test.txt", "eng.testb"),
-}
 HF_DATASET = "eriktks/conll2003"
 # The hub's auto-converted parquet branch. Pass a commit hash of that branch
 # (--hf-revision / vars.hf_revision) to pin the exact bytes.
@@ -144,23 +137,6 @@ def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[
     return documents
 
 
-def find_split_file(conll_dir: Path, split: str) -> Path:
-    for name in SPLIT_FILE_NAMES[split]:
-        if (conll_dir / name).is_file():
-            return conll_dir / name
-    names = " or ".join(SPLIT_FILE_NAMES[split])
-    raise CorpusError(f"{conll_dir}: no {split} file: expected {names} in that folder.")
-
-
-def read_conll_dir(conll_dir: Path) -> dict[str, list[Document]]:
-    """CoNLL-2003's three files, by the names HF or the original release gives them."""
-    if not conll_dir.is_dir():
-        raise CorpusError(
-            f"{conll_dir}: not a folder. Set data_dir to the folder that holds train.txt, valid.txt and test.txt."
-        )
-    return {split: read_conll(find_split_file(conll_dir, split)) for split in SPLITS}
-
-
 # Docs made here carry, in memory only (DocBins are written without user data), where each entity came
 # from, so that a check on the whole corpus (a label that train lacks) can name the file and line.
 ENTITY_ORIGINS = "entity_origins"
@@ -206,18 +182,6 @@ def make_docs(
 ) -> list[Doc]:
     """`sentences_per_doc` > 0 cuts documents into groups of that many sentences (HF source)."""
     return [make_doc(vocab, group, scheme) for group in group_sentences(documents, doc_mode, sentences_per_doc)]
-
-
-def write_docbin(docs: Sequence[Doc], path: Path) -> None:
-    """Write through a temp file and rename, so a killed run leaves no partial DocBin."""
-    try:
-        with atomic_target(path) as tmp:
-            DocBin(docs=docs, store_user_data=False).to_disk(tmp)
-    except OSError as err:
-        raise CorpusError(
-            f"{path}: could not write the DocBin ({err.strerror or err}). "
-            "Free some disk space, or point the output at a writable folder."
-        ) from None
 
 
 def entity_counts(docs: Iterable[Doc]) -> Counter[str]:

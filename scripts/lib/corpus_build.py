@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
+from scripts.lib.atomic import atomic_target
 from scripts.lib.conll import (
     ENTITY_ORIGINS,
     HF_DATASET,
@@ -33,10 +35,9 @@ from scripts.lib.conll import (
     entity_origins,
     make_docs,
     read_conll,
-    write_docbin,
 )
-from scripts.lib.corpus_manifest import CorpusManifest, SplitSummary, write_manifest
-from scripts.lib.labels import label_order
+from scripts.lib.corpus_manifest import CorpusManifest, SplitSummary, manifest_path, manifest_text
+from scripts.lib.labels import CONLL_LABELS, label_order
 from scripts.lib.tag_schemes import Scheme, TagError, detect_scheme, parse_scheme
 
 
@@ -175,29 +176,38 @@ def detect_format(path: Path, options: CorpusOptions) -> DataFormat:
     return DataFormat.columns
 
 
-def corpus_scheme(sources: Sequence[SplitSource], forced: Scheme | None) -> Scheme:
-    """One scheme for every token-tagged split: IOB2 data is also valid IOB1; any other mix is an error."""
-    if forced is not None:
-        return forced
+def split_schemes(sources: Sequence[SplitSource], forced: Scheme | None) -> dict[str, Scheme]:
+    """The scheme of each token-tagged split, detected unless forced.
+
+    IOB1 and IOB2 splits may meet (each decodes by its own, to the same kind of entities); IOBES or
+    BILOU beside anything else is an error. A split without entity tags takes the others' scheme.
+    """
     detected: dict[str, Scheme] = {}
     for source in sources:
         sentences = [sentence for document in source.documents for sentence in document]
-        if not any(tag != "O" for sentence in sentences for tag in sentence.tags):
+        if forced is not None or not any(tag != "O" for sentence in sentences for tag in sentence.tags):
             continue
         try:
-            detected[str(source.path or source.split)] = detect_scheme((s.tags, s.origins) for s in sentences)
+            detected[source.split] = detect_scheme((s.tags, s.origins) for s in sentences)
         except TagError as err:
             raise CorpusError(str(err)) from None
-    schemes = set(detected.values())
-    if schemes <= {Scheme.iob1, Scheme.iob2}:
-        return Scheme.iob1 if Scheme.iob1 in schemes else Scheme.iob2
-    if len(schemes) == 1:
-        return schemes.pop()
-    listing = ", ".join(f"{where}: {scheme.value}" for where, scheme in detected.items())
-    raise CorpusError(
-        f"the splits use different tagging schemes ({listing}). Convert them to one scheme, "
-        "or set the scheme (project var scheme) if the detection is wrong."
-    )
+    families = {Scheme.iob2 if scheme == Scheme.iob1 else scheme for scheme in detected.values()}
+    if len(families) > 1:
+        where = {source.split: str(source.path or source.split) for source in sources}
+        listing = ", ".join(f"{where[split]}: {scheme.value}" for split, scheme in detected.items())
+        raise CorpusError(
+            f"the splits use different tagging schemes ({listing}). Convert them to one scheme, "
+            "or set the scheme (project var scheme) if the detection is wrong."
+        )
+    fallback = forced or next(iter(detected.values()), Scheme.iob2)
+    return {source.split: detected.get(source.split, fallback) for source in sources}
+
+
+def scheme_summary(schemes: dict[str, Scheme]) -> str:
+    """"BILOU", or each split's scheme where IOB1 and IOB2 splits meet."""
+    if len(set(schemes.values())) <= 1:
+        return next(iter(schemes.values())).value if schemes else ""
+    return ", ".join(f"{split} {scheme.value}" for split, scheme in schemes.items())
 
 
 def read_docbin_split(path: Path, vocab: Vocab) -> list[Doc]:
@@ -242,6 +252,11 @@ def split_off(docs: list[Doc], missing: Sequence[str], options: CorpusOptions) -
     for split in missing:
         if not 0 < fractions[split] < 1:
             raise CorpusError(f"{split}_fraction must lie between 0 and 1 (got {fractions[split]}).")
+    if sum(fractions[split] for split in missing) >= 1:
+        raise CorpusError(
+            f"{' and '.join(f'{split}_fraction' for split in missing)} leave nothing to train on "
+            f"({' + '.join(str(fractions[split]) for split in missing)} >= 1). Make them smaller."
+        )
     order = list(range(len(docs)))
     random.Random(options.split_seed).shuffle(order)
     taken: dict[str, list[Doc]] = {}
@@ -259,9 +274,10 @@ def split_off(docs: list[Doc], missing: Sequence[str], options: CorpusOptions) -
     return taken
 
 
-def is_conll2003(files: dict[str, Path]) -> bool:
+def is_conll2003(files: dict[str, Path], labels: list[str]) -> bool:
+    """The files HF serves (by checksum), or the original release's files (by name) with CoNLL's four labels."""
     if {path.name for path in files.values()} == set(ORIGINAL_NAMES.values()):
-        return True
+        return set(labels) == set(CONLL_LABELS)
     return len(files) == 3 and all(
         hashlib.sha256(path.read_bytes()).hexdigest() in CONLL2003_SHA256 for path in files.values()
     )
@@ -318,7 +334,6 @@ def read_file_sources(data_dir: Path, options: CorpusOptions, vocab: Vocab) -> l
 class BuiltCorpus:
     docs: dict[str, list[Doc]]
     manifest: CorpusManifest
-    scheme: Scheme | None
     moved: int
 
 
@@ -345,21 +360,21 @@ def build_corpus(
     if data_dir is not None:
         sources = read_file_sources(data_dir, options, vocab)
         source_name = str(data_dir)
-        conll2003 = is_conll2003({source.split: source.path for source in sources})
+        files = {source.split: source.path for source in sources}
     else:
         if dataset_dict is None:
             dataset_dict = load_hub_dataset(hf_dataset, hf_revision)
         read = read_dataset_splits(dataset_dict, hf_dataset, options.tokens_column, options.tags_column)
         sources = [SplitSource(split, None, DataFormat.datasets, documents) for split, documents in read.items()]
         source_name = f"{hf_dataset}@{hf_revision}"
-        conll2003 = hf_dataset == HF_DATASET
+        files = {}
     progress(f"Read {', '.join(f'{s.split} ({s.data_format.value})' for s in sources)} from {source_name}")
     token_sources = [source for source in sources if source.data_format in TOKEN_FORMATS]
-    scheme = corpus_scheme(token_sources, forced) if token_sources else None
+    schemes = split_schemes(token_sources, forced)
     for source in token_sources:
         # Rows of a dataset carry no document boundaries: document mode groups them.
         per_doc = hf_sentences_per_doc if source.data_format == DataFormat.datasets else 0
-        source.docs = make_docs(vocab, source.documents, doc_mode, per_doc, scheme)
+        source.docs = make_docs(vocab, source.documents, doc_mode, per_doc, schemes[source.split])
     docs = {source.split: source.docs for source in sources}
     where = {source.split: str(source.path or f"{source_name} [{source.split}]") for source in sources}
     missing = [split for split in ("dev", "test") if split not in docs]
@@ -372,10 +387,11 @@ def build_corpus(
             + ", ".join(f"{split} {len(docs[split]):,}" for split in SPLITS)
         )
     labels = check_labels(docs, where)
+    conll2003 = is_conll2003(files, labels) if files else hf_dataset == HF_DATASET
     manifest = CorpusManifest(
         source=source_name,
         format=", ".join(sorted({source.data_format.value for source in sources})),
-        scheme=scheme.value if scheme else "",
+        scheme=scheme_summary(schemes),
         labels=labels,
         conll2003=conll2003,
         split_seed=options.split_seed,
@@ -389,14 +405,23 @@ def build_corpus(
             for split in SPLITS
         },
     )
-    return BuiltCorpus(docs, manifest, scheme, sum(source.moved for source in sources))
+    return BuiltCorpus(docs, manifest, sum(source.moved for source in sources))
 
 
 def write_corpus(corpus: BuiltCorpus, output_dir: Path) -> None:
-    """All DocBins, then the manifest: each file written whole or not at all."""
-    for split in SPLITS:
-        write_docbin(corpus.docs[split], output_dir / f"{split}.spacy")
-    write_manifest(output_dir, corpus.manifest)
+    """The three DocBins and the manifest, all or none: each to a temporary file, renamed once all are written."""
+    targets = [output_dir / f"{split}.spacy" for split in SPLITS] + [manifest_path(output_dir)]
+    try:
+        with ExitStack() as renames:
+            temporary = [renames.enter_context(atomic_target(path)) for path in targets]
+            for split, path in zip(SPLITS, temporary, strict=False):
+                DocBin(docs=corpus.docs[split], store_user_data=False).to_disk(path)
+            temporary[-1].write_text(manifest_text(corpus.manifest), encoding="utf-8")
+    except OSError as err:
+        raise CorpusError(
+            f"{output_dir}: could not write the corpus ({err.strerror or err}); nothing was replaced. "
+            "Free some disk space, or point the output at a writable folder."
+        ) from None
 
 
 def convert(output_dir: Path, data_dir: Path | None = None, doc_mode: DocMode = DocMode.sentence, **kwargs: Any):

@@ -6,7 +6,8 @@ data a description built from its own labels and source. Shape:
 
     {"source": "eriktks/conll2003", "format": "columns", "scheme": "IOB2",
      "labels": ["LOC", "MISC", "ORG", "PER"], "conll2003": true, "split_seed": 0,
-     "splits": {"train": {"docs": 14041, "tokens": 203621, "entities": {"PER": 6600, ...}, "origin": "given"},
+     "splits": {"train": {"docs": 14041, "tokens": 203621, "entities": {"PER": 6600, ...},
+                          "origin": "data/train.txt"},
                 "dev": {...}, "test": {...}}}
 
 `conll2003` is true only when the data is CoNLL-2003 itself. Fields this module does not know are
@@ -37,7 +38,7 @@ class SplitSummary:
     docs: int
     tokens: int
     entities: dict[str, int]
-    # "given" when the source had the split; otherwise how the corpus step made it (e.g. cut from train).
+    # The file the split was read from, or how the corpus step made it ("split off data/train.txt (seed 0)").
     origin: str
 
 
@@ -56,10 +57,14 @@ def manifest_path(corpus_dir: Path) -> Path:
     return corpus_dir / MANIFEST_NAME
 
 
+def manifest_text(manifest: CorpusManifest) -> str:
+    return json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n"
+
+
 def write_manifest(corpus_dir: Path, manifest: CorpusManifest) -> Path:
     """corpus_dir/corpus.json, written whole or not at all; returns its path."""
     path = manifest_path(corpus_dir)
-    write_text_atomic(path, json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, manifest_text(manifest))
     return path
 
 

@@ -3,8 +3,9 @@
 A tag is `O` or `PREFIX-LABEL`; the label is everything after the first `-`, so `B-WORK-OF-ART` is
 the label `WORK-OF-ART`. The scheme of a corpus is detected from the prefixes its tags use:
 - `E-`/`S-`: IOBES (BIOES); `L-`/`U-`: BILOU; both kinds in one corpus is an error;
-- only `B-`/`I-`: IOB2, unless some `I-X` opens an entity (at the start, after `O`, or after
-  another type), which IOB2 forbids and IOB1 (CoNLL-2003's original release) allows.
+- only `B-`/`I-`: IOB1 (CoNLL-2003's original release) when `I-X` opens entities (at the start, after
+  `O`, or after another type) and `B-X` never does, being kept for an entity right after one of its
+  type; else IOB2, where an `I-X` that opens an entity is an error (a typo such as `B-ORG I-LOC`).
 """
 
 from __future__ import annotations
@@ -65,24 +66,23 @@ def split_tag(tag: str, origin: str) -> tuple[str, str]:
     return prefix, label
 
 
-def opens_with_inside(previous: str, tag: str) -> bool:
-    """Whether `tag` is an I-X that opens an entity after `previous` (IOB1 only)."""
-    if not tag.startswith("I-"):
-        return False
+def opens_after(previous: str, tag: str) -> bool:
+    """Whether `tag` follows `previous` at the start of a sentence, after O, or after an entity of another type."""
     return previous == OUTSIDE or previous[2:] != tag[2:]
 
 
 def detect_scheme(sequences: Iterable[tuple[Sequence[str], Sequence[str]]]) -> Scheme:
     """The scheme of (tags, origins) sentences, from the prefixes used; raises on a mix of IOBES and BILOU."""
     first_seen: dict[str, str] = {}
-    iob1_at = ""
+    # Where an I- and a B- tag first open an entity: IOB1 opens with I-, IOB2 with B-.
+    opened: dict[str, str] = {}
     for tags, origins in sequences:
         previous = OUTSIDE
         for tag, origin in zip(tags, origins, strict=True):
             prefix, _ = split_tag(tag, origin)
             first_seen.setdefault(prefix, origin)
-            if not iob1_at and opens_with_inside(previous, tag):
-                iob1_at = origin
+            if prefix in ("B", "I") and opens_after(previous, tag):
+                opened.setdefault(prefix, origin)
             previous = tag
     if {"E", "S"} & first_seen.keys() and {"L", "U"} & first_seen.keys():
         ends = first_seen.get("E") or first_seen["S"]
@@ -95,7 +95,7 @@ def detect_scheme(sequences: Iterable[tuple[Sequence[str], Sequence[str]]]) -> S
         return Scheme.iobes
     if {"L", "U"} & first_seen.keys():
         return Scheme.bilou
-    return Scheme.iob1 if iob1_at else Scheme.iob2
+    return Scheme.iob1 if "I" in opened and "B" not in opened else Scheme.iob2
 
 
 def broken(origin: str, tag: str, scheme: Scheme, why: str) -> TagError:

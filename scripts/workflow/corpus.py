@@ -78,8 +78,8 @@ def main(
     except CorpusError as err:
         fail("Corpus conversion failed", str(err))
     manifest = corpus.manifest
-    if corpus.scheme is not None:
-        msg.info(f"Tagging scheme: {corpus.scheme.value} ({'set' if scheme.lower() != 'auto' else 'detected'})")
+    if manifest.scheme:
+        msg.info(f"Tagging scheme: {manifest.scheme} ({'set' if scheme.lower() != 'auto' else 'detected'})")
     if corpus.moved:
         msg.warn(
             f"{corpus.moved:,} character spans {misaligned.value}ed to token bounds (misaligned={misaligned.value})"

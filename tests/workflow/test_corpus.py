@@ -8,26 +8,25 @@ from pathlib import Path
 
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
-from spacy.tokens import DocBin
+from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 from scripts.lib.conll import (
-    HF_SPLIT_NAMES,
     SPLITS,
     CorpusError,
     DocMode,
-    convert,
     make_docs,
     read_conll,
-    read_conll_dir,
     tags_to_spans,
 )
+from scripts.lib.corpus_build import convert, find_split_files
+from scripts.lib.corpus_manifest import CorpusManifest, read_manifest
+from scripts.lib.dataset_source import HF_SPLIT_NAMES
 from scripts.lib.scoring import sentence_iob2_tags
+from scripts.lib.tag_schemes import Scheme
 from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, flat
+from tests.corpus_formats import HF_TAG_NAMES, OTHER_TAG_NAMES
 
-HF_TAG_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-# The order of the tner/conll2003 mirror: an index means nothing without its name.
-OTHER_TAG_NAMES = ["O", "B-ORG", "B-MISC", "B-PER", "I-PER", "B-LOC", "I-ORG", "I-MISC", "I-LOC"]
 REAL_DOCS = {DocMode.sentence: (14_041, 3_250, 3_453), DocMode.document: (946, 216, 231)}
 REAL_ENTITIES = {
     "train": {"PER": 6_600, "LOC": 7_140, "ORG": 6_321, "MISC": 3_438},
@@ -47,11 +46,15 @@ def conll_lines(*sentences: list[tuple[str, str]]) -> str:
     return "\n\n".join("\n".join(f"{word} NNP B-NP {tag}" for word, tag in sentence) for sentence in sentences)
 
 
-def read_docbin(path: Path) -> list:
+def read_split_files(folder: Path) -> dict[str, list]:
+    return {split: read_conll(path) for split, path in find_split_files(folder).items()}
+
+
+def read_docbin(path: Path) -> list[Doc]:
     return list(DocBin().from_disk(path).get_docs(Vocab()))
 
 
-def entities(doc) -> list[tuple[str, str]]:
+def entities(doc: Doc) -> list[tuple[str, str]]:
     return [(ent.text, ent.label_) for ent in doc.ents]
 
 
@@ -89,7 +92,7 @@ def test_iob1_and_iob2_files_give_the_same_entities(tmp_path):
 
 
 def test_sentence_and_document_modes_on_the_fixture():
-    documents = read_conll_dir(FIXTURE_CONLL_DIR)
+    documents = read_split_files(FIXTURE_CONLL_DIR)
     sentence_docs = make_docs(Vocab(), documents["train"], DocMode.sentence)
     document_docs = make_docs(Vocab(), documents["train"], DocMode.document)
     assert (len(sentence_docs), len(document_docs)) == (40, 4)
@@ -113,38 +116,70 @@ def test_documents_keep_gold_tokenization_and_sentence_starts(tmp_path):
 # --- bad input ---------------------------------------------------------------
 
 
+def test_any_number_of_columns_and_any_label_is_read(tmp_path):
+    # Column files need not have CoNLL's four columns, and labels are whatever the data holds.
+    three = "EU NNP B-ORG\nrejects VBZ B-VERB\n"
+    (doc,) = make_docs(Vocab(), read_conll(write_conll(tmp_path, "t.txt", three)), DocMode.sentence)
+    assert entities(doc) == [("EU", "ORG"), ("rejects", "VERB")]
+
+
 @pytest.mark.parametrize(
-    ("content", "expected"),
+    ("content", "scheme", "expected"),
     [
-        ("EU NNP B-ORG\n", ["t.txt:1", "expected 4", "found 3"]),
-        ("EU NNP B-NP B-ORG\nrejects VBZ B-VP B-VERB\n", ["t.txt:2", "unknown NER tag 'B-VERB'", "B-PER"]),
-        ("EU NNP B-NP B-ORG\nUnion NNP I-NP I-LOC\n", ["t.txt:2", "'I-LOC'", "ORG entity", "t.txt:1", "B-LOC"]),
-        ("EU NNP B-NP B-ORG\n\nBr\xfcssel NNP B-NP B-LOC\n".encode("latin-1"), ["t.txt:3", "not UTF-8", "UTF-8"]),
-        ("", ["t.txt", "no sentences"]),
-        ("-DOCSTART- -X- -X- O\n\n", ["t.txt", "no sentences"]),
+        ("EU NNP B-NP B-ORG\nrejects VBZ O\n", Scheme.iob1, ["t.txt:2", "3 space-separated columns", "line 1 has 4"]),
+        (
+            "EU NNP B-NP B-ORG\nrejects VBZ B-VP X-VERB\n",
+            Scheme.iob1,
+            ["t.txt:2", "'X-VERB' is not an NER tag", "B-PER"],
+        ),
+        (
+            "EU NNP B-NP B-ORG\nUnion NNP I-NP I-LOC\n",
+            Scheme.iob2,
+            ["t.txt:2", "'I-LOC'", "IOB2", "ORG entity", "t.txt:1", "B-LOC"],
+        ),
+        ("EU NNP B-NP B-ORG\n\nBr\xfcssel NNP B-NP B-LOC\n".encode("latin-1"), Scheme.iob1, ["t.txt:3", "not UTF-8"]),
+        ("", Scheme.iob1, ["t.txt", "no sentences"]),
+        ("-DOCSTART- -X- -X- O\n\n", Scheme.iob1, ["t.txt", "no sentences"]),
     ],
 )
-def test_bad_input_names_file_line_and_fix(tmp_path, content, expected):
+def test_bad_input_names_file_line_and_fix(tmp_path, content, scheme, expected):
     with pytest.raises(CorpusError) as error:
-        read_conll(write_conll(tmp_path, "t.txt", content))
+        make_docs(Vocab(), read_conll(write_conll(tmp_path, "t.txt", content)), DocMode.sentence, scheme=scheme)
     for part in expected:
         assert part in str(error.value)
 
 
-def test_missing_split_file_is_named(tmp_path):
-    write_conll(tmp_path, "train.txt", conll_lines([("EU", "B-ORG")]))
-    write_conll(tmp_path, "test.txt", conll_lines([("EU", "B-ORG")]))
-    with pytest.raises(CorpusError, match=r"no dev file: expected valid.txt or eng.testa"):
-        read_conll_dir(tmp_path)
+def test_a_missing_dev_file_is_split_off_and_a_missing_train_file_is_named(tmp_path):
+    sentences = [[(f"Name{i}", "B-ORG"), ("says", "O")] for i in range(20)]
+    write_conll(tmp_path / "data", "train.txt", conll_lines(*sentences))
+    write_conll(tmp_path / "data", "test.txt", conll_lines([("EU", "B-ORG")]))
+    manifest = convert(tmp_path / "corpus", tmp_path / "data")
+    assert [manifest.splits[split].docs for split in SPLITS] == [18, 2, 1]
+    assert manifest.splits["dev"].origin == f"split off {tmp_path / 'data' / 'train.txt'} (seed 0)"
+    (tmp_path / "data" / "train.txt").unlink()
+    with pytest.raises(CorpusError, match=r"no training file: expected train.<ext>"):
+        convert(tmp_path / "other", tmp_path / "data")
 
 
 def test_original_release_file_names_are_accepted(tmp_path):
     for name in ("eng.train", "eng.testa", "eng.testb"):
-        write_conll(tmp_path, name, conll_lines([("EU", "I-ORG"), ("says", "O")]))
-    assert {split: len(docs) for split, docs in read_conll_dir(tmp_path).items()} == {"train": 1, "dev": 1, "test": 1}
+        write_conll(tmp_path / "data", name, conll_lines([("EU", "I-ORG"), ("says", "O")]))
+    manifest = convert(tmp_path / "corpus", tmp_path / "data")
+    assert {split: manifest.splits[split].docs for split in SPLITS} == {"train": 1, "dev": 1, "test": 1}
+    assert manifest.splits["dev"].origin == str(tmp_path / "data" / "eng.testa")
+    assert manifest.scheme == "IOB1"  # the original release's scheme: I- opens entities
 
 
-def test_bad_split_leaves_no_docbin_behind(tmp_path):
+def test_the_same_input_gives_byte_identical_output(tmp_path):
+    # The step's outputs are deterministic, so `spacy project run` reruns change nothing downstream.
+    for name in ("a", "b"):
+        convert(tmp_path / name, FIXTURE_CONLL_DIR)
+    files = sorted(path.name for path in (tmp_path / "a").iterdir())
+    assert files == ["corpus.json", "dev.spacy", "test.spacy", "train.spacy"]
+    assert all((tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() for name in files)
+
+
+def test_a_test_label_train_lacks_leaves_no_docbin_behind(tmp_path):
     source, output = tmp_path / "conll", tmp_path / "corpus"
     write_conll(source, "train.txt", conll_lines([("EU", "B-ORG")]))
     write_conll(source, "valid.txt", conll_lines([("EU", "B-ORG")]))
@@ -161,7 +196,7 @@ def test_cli_reports_errors_without_traceback(tmp_path):
             "-m",
             "scripts.workflow.corpus",
             str(tmp_path / "out"),
-            "--conll-dir",
+            "--data-dir",
             str(tmp_path / "nowhere"),
         ],
         cwd=PROJECT_DIR,
@@ -170,7 +205,7 @@ def test_cli_reports_errors_without_traceback(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1
-    assert "not a folder" in flat(result.stdout) and "conll_dir" in flat(result.stdout)
+    assert "not a folder" in flat(result.stdout) and "Set data_dir" in flat(result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -185,7 +220,7 @@ def test_cli_without_hub_says_how_to_use_local_files(tmp_path):
         env=env,
     )
     assert result.returncode == 1
-    assert "--vars.conll_dir" in flat(result.stdout)
+    assert "--vars.data_dir" in flat(result.stdout)
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -203,7 +238,7 @@ def hf_dataset_dict(conll_dir: Path, tag_names: list[str]) -> DatasetDict:
         }
     )
     splits = {}
-    for split, documents in read_conll_dir(conll_dir).items():
+    for split, documents in read_split_files(conll_dir).items():
         sentences = [sentence for document in documents for sentence in document]
         splits[HF_SPLIT_NAMES[split]] = Dataset.from_dict(
             {
@@ -218,9 +253,19 @@ def hf_dataset_dict(conll_dir: Path, tag_names: list[str]) -> DatasetDict:
 
 @pytest.mark.parametrize("tag_names", [HF_TAG_NAMES, OTHER_TAG_NAMES], ids=["hf-order", "other-order"])
 def test_hf_source_maps_labels_by_name(tmp_path, tag_names):
-    summary = convert(tmp_path / "hf", dataset_dict=hf_dataset_dict(FIXTURE_CONLL_DIR, tag_names))
+    hub = convert(tmp_path / "hf", dataset_dict=hf_dataset_dict(FIXTURE_CONLL_DIR, tag_names))
     local = convert(tmp_path / "local", FIXTURE_CONLL_DIR)
-    assert summary == local
+    assert (hub.source, hub.format, hub.conll2003) == ("eriktks/conll2003@refs/convert/parquet", "datasets", True)
+    assert (local.format, local.conll2003) == ("columns", False)  # the fixture is not CoNLL-2003's bytes
+    assert (hub.labels, hub.scheme) == (local.labels, local.scheme) == (["PER", "ORG", "LOC", "MISC"], "IOB2")
+    for split in SPLITS:
+        hub_split, local_split = hub.splits[split], local.splits[split]
+        assert (hub_split.docs, hub_split.tokens, hub_split.entities) == (
+            local_split.docs,
+            local_split.tokens,
+            local_split.entities,
+        )
+        assert hub_split.origin == f"eriktks/conll2003@refs/convert/parquet [{split}]"
     for split in SPLITS:
         hf_docs, local_docs = (
             read_docbin(tmp_path / "hf" / f"{split}.spacy"),
@@ -230,37 +275,48 @@ def test_hf_source_maps_labels_by_name(tmp_path, tag_names):
 
 
 def test_hf_document_mode_groups_fixed_numbers_of_sentences(tmp_path):
-    summary = convert(
+    manifest = convert(
         tmp_path,
         doc_mode=DocMode.document,
         hf_sentences_per_doc=7,
         dataset_dict=hf_dataset_dict(FIXTURE_CONLL_DIR, HF_TAG_NAMES),
     )
-    assert [summary[split]["docs"] for split in SPLITS] == [6, 3, 3]  # ceil(40/7), ceil(20/7), ceil(20/7)
+    assert [manifest.splits[split].docs for split in SPLITS] == [6, 3, 3]  # ceil(40/7), ceil(20/7), ceil(20/7)
     assert [len(list(doc.sents)) for doc in read_docbin(tmp_path / "dev.spacy")] == [7, 7, 6]
 
 
-def test_hf_features_without_class_labels_are_rejected():
-    dataset = Dataset.from_dict({"tokens": [["EU"]], "ner_tags": [["B-ORG"]]})
-    with pytest.raises(CorpusError, match="ClassLabel"):
-        convert(Path("unused"), dataset_dict=DatasetDict({"train": dataset, "validation": dataset, "test": dataset}))
+def test_hf_tag_strings_are_read_and_numbers_need_class_labels(tmp_path):
+    strings = Dataset.from_dict({"tokens": [["EU", "rejects"]], "ner_tags": [["B-ORG", "O"]]})
+    manifest = convert(
+        tmp_path / "a", dataset_dict=DatasetDict({"train": strings, "validation": strings, "test": strings})
+    )
+    assert manifest.splits["test"].entities == {"ORG": 1}
+    numbers = Dataset.from_dict({"tokens": [["EU", "rejects"]], "ner_tags": [[3, 0]]})
+    with pytest.raises(CorpusError, match="holds numbers without ClassLabel names"):
+        convert(tmp_path / "b", dataset_dict=DatasetDict({"train": numbers, "validation": numbers, "test": numbers}))
+    assert not (tmp_path / "b").exists()
 
 
 # --- real data ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module", params=list(DocMode), ids=[m.value for m in DocMode])
-def real_corpus(request, conll2003_dir, tmp_path_factory):
+def real_corpus(
+    request: pytest.FixtureRequest, conll2003_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DocMode, Path, CorpusManifest]:
     output = tmp_path_factory.mktemp(f"corpus_{request.param.value}")
-    summary = convert(output, conll2003_dir, request.param)
-    return request.param, output, summary
+    manifest = convert(output, conll2003_dir, request.param)
+    return request.param, output, manifest
 
 
 def test_real_corpus_counts(real_corpus):
-    mode, _, summary = real_corpus
-    assert tuple(summary[split]["docs"] for split in SPLITS) == REAL_DOCS[mode]
+    mode, output, manifest = real_corpus
+    assert tuple(manifest.splits[split].docs for split in SPLITS) == REAL_DOCS[mode]
     for split in SPLITS:
-        assert {label: summary[split][label] for label in REAL_ENTITIES[split]} == REAL_ENTITIES[split]
+        assert manifest.splits[split].entities == REAL_ENTITIES[split]
+    assert manifest.splits["train"].tokens == 203_621  # the same tokens in either mode
+    assert (manifest.conll2003, manifest.scheme, manifest.labels) == (True, "IOB2", ["PER", "ORG", "LOC", "MISC"])
+    assert read_manifest(output) == manifest
 
 
 def test_real_first_train_doc(real_corpus):
@@ -294,19 +350,26 @@ def test_real_round_trip_every_word_and_tag(real_corpus, conll2003_dir):
 def test_unwritable_output_folder_is_reported(tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the output folder should be")
-    with pytest.raises(CorpusError, match=r"not_a_folder/train.spacy: could not write the DocBin .*writable folder"):
+    with pytest.raises(CorpusError, match=r"not_a_folder: could not write the corpus .*writable folder"):
         convert(blocker, FIXTURE_CONLL_DIR)
 
 
-def test_full_disk_is_reported_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    def disk_full(self, path):
-        Path(path).write_bytes(b"half a DocBin")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+def test_full_disk_is_reported_and_replaces_no_file_of_the_set(tmp_path, monkeypatch):
+    """The disk fills while dev.spacy is written: train.spacy, already whole, must not replace the old one either."""
+    convert(tmp_path / "corpus", FIXTURE_CONLL_DIR)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "corpus").iterdir()}
+    real_to_disk = DocBin.to_disk
 
-    monkeypatch.setattr(DocBin, "to_disk", disk_full)
-    with pytest.raises(CorpusError, match=r"train.spacy: could not write the DocBin \(No space left on device\)"):
-        convert(tmp_path / "corpus", FIXTURE_CONLL_DIR)
-    assert list((tmp_path / "corpus").iterdir()) == []
+    def disk_full_on_dev(self, path):
+        if ".dev.spacy" in str(path):
+            Path(path).write_bytes(b"half a DocBin")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_to_disk(self, path)
+
+    monkeypatch.setattr(DocBin, "to_disk", disk_full_on_dev)
+    with pytest.raises(CorpusError, match=r"the corpus \(No space left on device\); nothing was replaced"):
+        convert(tmp_path / "corpus", FIXTURE_CONLL_DIR, DocMode.document)  # other DocBins than before
+    assert {path.name: path.read_bytes() for path in (tmp_path / "corpus").iterdir()} == before
 
 
 def test_cli_rejects_an_unknown_doc_mode_before_reading(tmp_path):

@@ -16,7 +16,7 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
-from scripts.lib.conll import DocMode, make_docs, read_conll, tags_to_spans, write_docbin
+from scripts.lib.conll import DocMode, make_docs, read_conll, tags_to_spans
 from scripts.lib.labels import label_colour
 from scripts.lib.scoring import (
     ERROR_KINDS,
@@ -98,6 +98,11 @@ def conll_file(tmp_path: Path) -> Path:
 
 def gold_docs(conll_file: Path, mode: DocMode, vocab: Vocab | None = None) -> list[Doc]:
     return make_docs(vocab or Vocab(), read_conll(conll_file), mode)
+
+
+def write_docbin(docs: list[Doc], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    DocBin(docs=docs).to_disk(path)
 
 
 def ruler_pipeline() -> spacy.language.Language:
