@@ -134,7 +134,27 @@ def read_conll(path: Path, token_column: int = 0, tag_column: int = -1) -> list[
     documents = [doc for doc in documents if doc]
     if not documents:
         raise CorpusError(f"{path}: the file holds no sentences. Point at a column file: a token and its tag a line.")
+    check_tag_column(documents, token_column, tag_column)
     return documents
+
+
+def looks_like_tag(value: str) -> bool:
+    return value == "O" or (len(value) > 2 and value[0] in "BIESLU" and value[1] == "-")
+
+
+def check_tag_column(documents: list[Document], token_column: int, tag_column: int) -> None:
+    """Stop early, naming the columns to set, when the tags sit in the token column (MIT Movie puts them first)."""
+    sentences = [sentence for document in documents for sentence in document][:200]
+    tags = [tag for sentence in sentences for tag in sentence.tags]
+    words = [word for sentence in sentences for word in sentence.words]
+    tag_share = sum(map(looks_like_tag, tags)) / len(tags)
+    if tag_share < 0.5 and sum(map(looks_like_tag, words)) / len(words) > 0.9:
+        first = sentences[0]
+        raise CorpusError(
+            f"{first.origins[0]}: the tags seem to be in the token column ({token_column}: {first.words[0]!r}) "
+            f"and the tokens in the tag column ({tag_column}: {first.tags[0]!r}). Swap them: set token_column "
+            f"to {tag_column} and tag_column to {token_column} (project vars, or --token-column / --tag-column)."
+        )
 
 
 # Docs made here carry, in memory only (DocBins are written without user data), where each entity came

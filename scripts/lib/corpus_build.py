@@ -204,7 +204,7 @@ def split_schemes(sources: Sequence[SplitSource], forced: Scheme | None) -> dict
 
 
 def scheme_summary(schemes: dict[str, Scheme]) -> str:
-    """"BILOU", or each split's scheme where IOB1 and IOB2 splits meet."""
+    """ "BILOU", or each split's scheme where IOB1 and IOB2 splits meet."""
     if len(set(schemes.values())) <= 1:
         return next(iter(schemes.values())).value if schemes else ""
     return ", ".join(f"{split} {scheme.value}" for split, scheme in schemes.items())

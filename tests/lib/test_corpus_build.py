@@ -386,3 +386,14 @@ def test_cli_reports_snapped_spans_and_the_split(tmp_path):
         e.text for split in SPLITS for doc in read_docbin(tmp_path / "corpus" / f"{split}.spacy") for e in doc.ents
     ]
     assert sorted(entities) == [f"Acme{i} Corporation" for i in range(10)]
+
+
+def test_tags_in_the_first_column_are_named_with_the_columns_to_set(tmp_path):
+    """MIT Movie's layout, `B-ACTOR<TAB>steve`: the step says which columns to swap, and reads it once told."""
+    movie = "B-ACTOR\tsteve\nI-ACTOR\tmcqueen\nO\tprovided\n\nB-ACTOR\tsandra\nO\tfilms\n"
+    data = write_files(tmp_path / "data", {"train.bio": movie, "dev.bio": movie, "test.bio": movie})
+    message = failed_convert(data, tmp_path / "out")
+    assert message.startswith(f"{data / 'train.bio'}:1: the tags seem to be in the token column (0: 'B-ACTOR')")
+    assert "set token_column to -1 and tag_column to 0" in message
+    manifest = convert(tmp_path / "out", data, options=CorpusOptions(token_column=1, tag_column=0))
+    assert manifest.labels == ["ACTOR"] and manifest.splits["train"].entities == {"ACTOR": 2}
