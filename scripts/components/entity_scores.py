@@ -77,16 +77,31 @@ class LogisticCalibration:
                 "score a dev split that has predicted entities."
             )
         features = numpy.stack([logit(numpy.asarray(raw_scores, dtype="float64")), numpy.ones(len(raw_scores))], 1)
-        outcomes = numpy.asarray(correct, dtype="float64")
+        right = numpy.asarray(correct, dtype=bool)
+        # Platt's targets, (N+ + 1) / (N+ + 2) for a right entity and 1 / (N- + 2) for a wrong one, not 1 and 0: on a
+        # small dev split that the raw scores happen to separate, 0/1 targets drive the slope to thousands and
+        # every score to 0 or 1; with thousands of entities (CoNLL) the targets are within 0.002 of 1 and 0.
+        positives, negatives = int(right.sum()), int((~right).sum())
+        outcomes = numpy.where(right, (positives + 1) / (positives + 2), 1 / (negatives + 2))
         weights = numpy.array([1.0, 0.0])
-        # Newton's method on the log loss, with a little L2 so that a split all right (or all wrong) still converges.
-        for _ in range(50):
+
+        def loss(w: numpy.ndarray) -> float:
+            margins = features @ w
+            cross_entropy = outcomes * numpy.logaddexp(0, -margins) + (1 - outcomes) * numpy.logaddexp(0, margins)
+            return float(cross_entropy.mean() + CALIBRATION_L2 / 2 * w @ w)
+
+        # Newton's method on the log loss, with a little L2 so that a split all right (or all wrong) still converges,
+        # and the step halved until the loss falls: a full step from far away overshoots.
+        for _ in range(100):
             predicted = 1 / (1 + numpy.exp(-features @ weights))
             gradient = features.T @ (predicted - outcomes) / len(outcomes) + CALIBRATION_L2 * weights
             hessian = (features.T * (predicted * (1 - predicted))) @ features / len(outcomes)
             step = numpy.linalg.solve(hessian + CALIBRATION_L2 * numpy.eye(2), gradient)
-            weights -= step
-            if numpy.abs(step).max() < 1e-10:
+            before, scale = loss(weights), 1.0
+            while loss(weights - scale * step) > before and scale > 1e-6:
+                scale /= 2
+            weights = weights - scale * step
+            if numpy.abs(scale * step).max() < 1e-10:
                 break
         return cls(weights[0], weights[1])
 

@@ -213,7 +213,18 @@ def test_the_calibration_learns_how_overconfident_the_raw_scores_are():
 def test_a_calibration_on_outcomes_all_right_still_converges():
     calibration = LogisticCalibration.fit([0.9, 0.95, 0.99], [True, True, True])
     assert numpy.isfinite([calibration.slope, calibration.intercept]).all()
-    assert calibration([0.99])[0] > 0.9
+    # Three right of three is evidence for about 4 in 5 (Platt's targets), not for certainty.
+    assert calibration([0.99])[0] == pytest.approx(0.8, abs=0.02)
+
+
+def test_a_small_dev_split_the_raw_scores_separate_gives_scores_short_of_0_and_1():
+    """An overconfident model on a small dev split: 0/1 targets fitted a slope of 20,181 on WNUT-16, scores all 0 or 1."""
+    raw = [1 - 1e-12] * 40 + [0.999] * 10 + [0.99] * 5 + [0.6] * 5
+    correct = [True] * 50 + [False] * 10
+    calibration = LogisticCalibration.fit(raw, correct)
+    scores = calibration(numpy.array([1 - 1e-12, 0.6]))
+    assert calibration.slope < 100
+    assert 0.9 < scores[0] < 0.999 and 0.01 < scores[1] < 0.3
 
 
 def test_a_calibration_needs_outcomes():
