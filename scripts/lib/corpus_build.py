@@ -37,7 +37,9 @@ from scripts.lib.conll import (
     read_conll,
 )
 from scripts.lib.corpus_manifest import CorpusManifest, SplitSummary, manifest_path, manifest_text
+from scripts.lib.dataset_source import load_hub_dataset, load_local_dataset, read_dataset_splits
 from scripts.lib.labels import CONLL_LABELS, label_order
+from scripts.lib.span_records import detect_span_format, pipeline_tokenizer, read_span_file
 from scripts.lib.tag_schemes import Scheme, TagError, detect_scheme, parse_scheme
 
 
@@ -162,8 +164,6 @@ def detect_format(path: Path, options: CorpusOptions) -> DataFormat:
     if suffix in (".parquet", ".csv"):
         return DataFormat.datasets
     if suffix in (".json", ".jsonl", ".ndjson"):
-        from scripts.lib.span_records import detect_span_format
-
         head = first_json_line(path)
         if suffix != ".json" and f'"{options.tokens_column}"' in head and '"text"' not in head:
             return DataFormat.datasets
@@ -285,8 +285,6 @@ def is_conll2003(files: dict[str, Path], labels: list[str]) -> bool:
 
 def tokenizer(options: CorpusOptions) -> Any:
     """The pipeline's tokenizer, built once for all splits (one vocab)."""
-    from scripts.lib.span_records import pipeline_tokenizer
-
     if options.tokenizer_config is None:
         raise CorpusError(
             "text with character spans needs the pipeline's tokenizer: "
@@ -298,8 +296,6 @@ def tokenizer(options: CorpusOptions) -> Any:
 
 
 def read_file_sources(data_dir: Path, options: CorpusOptions, vocab: Vocab) -> list[SplitSource]:
-    from scripts.lib.dataset_source import load_local_dataset, read_dataset_splits
-
     files = find_split_files(data_dir, options.split_files)
     sources = [SplitSource(split, path, DataFormat(options.data_format)) for split, path in files.items()]
     for source in sources:
@@ -319,8 +315,6 @@ def read_file_sources(data_dir: Path, options: CorpusOptions, vocab: Vocab) -> l
         elif source.data_format == DataFormat.docbin:
             source.docs = read_docbin_split(source.path, vocab)
         else:
-            from scripts.lib.span_records import read_span_file
-
             records = read_span_file(
                 source.path, tokenizer(options), source.data_format.value, Misaligned(options.misaligned).value
             )
@@ -348,8 +342,6 @@ def build_corpus(
     progress: Callable[[str], None] = lambda _: None,
 ) -> BuiltCorpus:
     """Read and check every split, in memory; `dataset_dict` stands in for the hub download (tests)."""
-    from scripts.lib.dataset_source import load_hub_dataset, read_dataset_splits
-
     options = options or CorpusOptions()
     doc_mode = DocMode(doc_mode)
     vocab = Vocab()
