@@ -20,7 +20,8 @@ from scripts.components.context_corpus import (
     chunk_sentences,
     create_batch_by_words_sorted,
 )
-from scripts.lib.conll import DocMode, convert
+from scripts.lib.conll import DocMode
+from scripts.lib.corpus_build import convert
 from tests.conftest import FIXTURE_CONLL_DIR
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

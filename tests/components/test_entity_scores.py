@@ -218,7 +218,7 @@ def test_a_calibration_on_outcomes_all_right_still_converges():
 
 
 def test_a_small_dev_split_the_raw_scores_separate_gives_scores_short_of_0_and_1():
-    """An overconfident model on a small dev split: 0/1 targets fitted a slope of 20,181 on WNUT-16, scores all 0 or 1."""
+    """An overconfident model, a small dev split: 0/1 targets gave WNUT-16 a slope of 20,181, every score 0 or 1."""
     raw = [1 - 1e-12] * 40 + [0.999] * 10 + [0.99] * 5 + [0.6] * 5
     correct = [True] * 50 + [False] * 10
     calibration = LogisticCalibration.fit(raw, correct)
