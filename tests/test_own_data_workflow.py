@@ -169,10 +169,12 @@ def test_the_server_page_shows_the_new_labels(own_data_run: OwnDataRun):
                 element.get_attribute("data-label")
                 for element in browser.find_elements(By.CSS_SELECTOR, "#legend span")
             ]
+            heading, title = browser.find_element(By.ID, "model").text, browser.title
         finally:
             browser.quit()
     assert sorted(health["labels"]) == NEW_LABELS and health["model"].startswith(f"{PACKAGE} ")
     assert sorted(legend) == NEW_LABELS
+    assert heading == PACKAGE and title.startswith(f"{PACKAGE}:")
     assert best["entities"] and [(e["label"], e["text"]) for e in shown] == [
         (e["label"], e["text"]) for e in best["entities"]
     ]
