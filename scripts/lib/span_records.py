@@ -11,7 +11,8 @@ One record is one text and its entities. The formats:
 - LABEL_STUDIO, Label Studio's JSON export: an array of tasks {"id", "data": {"text"}, "annotations":
   [{"result", "was_cancelled"}], "predictions"}. A task's first annotation not cancelled is read ("completions"
   before Label Studio 1.0), its results of type "labels" only; predictions are ignored, and a task without
-  such an annotation is skipped. The text is data["text"], else data's only string value.
+  such an annotation is skipped. The text is data["text"], else data's only string value. Its JSON-MIN
+  export, flat records {"text", "label": [{"start", "end", "text", "labels"}]}, is read too.
 
 Without Prodigy tokens the text is cut by the pipeline's own tokenizer (`nlp.make_doc`, what `nlp(text)`
 runs), so training sees the cuts inference makes; `pipeline_tokenizer` builds it from a training config.
@@ -260,14 +261,36 @@ def label_studio_span(result: dict[str, Any], text: str, where: str) -> CharSpan
     return char_span(value.get("start"), value.get("end"), labels[0], text, where, value.get("text"))
 
 
+def min_export_results(task: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The spans of a JSON-MIN task (the data's fields and each labels control's spans, by its name), else None."""
+    if "data" in task or not isinstance(task.get("text"), str):
+        return None
+    found = [
+        item
+        for value in task.values()
+        if isinstance(value, list) and value and all(isinstance(item, dict) and "labels" in item for item in value)
+        for item in value
+    ]
+    return found if found or "annotation_id" in task else None
+
+
 def parse_label_studio_json(path: Path, text: str) -> Parsed:
-    """Label Studio's JSON export: each task's first annotation not cancelled, its "labels" results."""
+    """Label Studio's JSON export: each task's first annotation not cancelled, its "labels" results.
+
+    The JSON-MIN export (one flat record a task: the data's fields, and each control's spans under its name,
+    e.g. "label": [{"start", "end", "text", "labels"}]) is read too.
+    """
     records, skipped = [], 0
     for index, item in enumerate(json_array(path, text), start=1):
         task = expect(item, dict, f"task {index}", str(path))
         where = f"{path} task {index} (id {task.get('id')})"
+        minimal = min_export_results(task)
+        if minimal is not None:
+            body = record_text(task, where)
+            records.append(SpanRecord(body, [label_studio_span({"value": r}, body, where) for r in minimal], where))
+            continue
         if "data" not in task:
-            raise unknown_shape(where, task, 'a Label Studio task {"data", "annotations"}')
+            raise unknown_shape(where, task, 'a Label Studio task {"data", "annotations"} or a JSON-MIN record')
         annotations = expect(task.get("annotations", task.get("completions")) or [], list, "annotations", where)
         kept = [a for a in annotations if not expect(a, dict, "an annotation", where).get("was_cancelled")]
         if not kept:
@@ -291,7 +314,7 @@ def format_of(path: Path, text: str) -> str:
     """The format of the file's first record."""
     if text.lstrip().startswith("["):
         first = json_array(path, text)[0]
-        if isinstance(first, dict) and "data" in first:
+        if isinstance(first, dict) and ("data" in first or min_export_results(first) is not None):
             return LABEL_STUDIO
         raise CorpusError(f"{path}: a JSON array whose first item is {first!r:.80}, not a task. Read: {ACCEPTED}.")
     where, record = next(json_lines(path, text))

@@ -162,6 +162,21 @@ def test_label_studio(tmp_path, nlp):
     assert result.docs[1].user_data[ENTITY_ORIGINS] == [f"{path} task 4 (id 20)"]
 
 
+def test_label_studio_json_min_export(tmp_path, nlp):
+    """JSON-MIN: a flat record a task, each labels control's spans under its name; a task without spans has none."""
+    records = [
+        {"id": 3, "text": TEXT, "label": [{"start": 8, "end": 14, "text": "AL-AIN", "labels": ["LOC"]}],
+         "annotator": 1, "annotation_id": 7, "lead_time": 2.5},
+        {"id": 4, "text": TEXT, "annotator": 1, "annotation_id": 8},
+    ]  # fmt: skip
+    path = tmp_path / "export-min.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    assert detect_span_format(path) == LABEL_STUDIO
+    result = read_span_file(path, nlp)
+    assert [entities(doc) for doc in result.docs] == [[("AL-AIN", "LOC")], []]
+    assert result.docs[0].user_data[ENTITY_ORIGINS] == [f"{path} task 1 (id 3)"]
+
+
 def test_label_studio_text_field_unclear(tmp_path, nlp):
     path = tmp_path / "export.json"
     path.write_text(json.dumps([ls_task(1, TEXT), {"id": 9, "data": {"a": "x", "b": "y"}, "annotations": [{}]}]))
