@@ -205,10 +205,9 @@ def workflow(tmp_path_factory, tiny_bert, workflow_conll_dir) -> WorkflowRun:
     return WorkflowRun(project, encoder, first, second)
 
 
-@pytest.fixture(scope="session")
-def installed_model(workflow: WorkflowRun, tmp_path_factory) -> str:
-    """The workflow's wheel installed into a folder on sys.path: spacy.load("en_bert_ner") works in-process."""
-    target = tmp_path_factory.mktemp("site")
+def install_wheel(wheel: Path, target: Path) -> Path:
+    """The wheel alone (no dependencies, no index) installed into `target`, a folder to put on the path."""
+    target.mkdir(parents=True, exist_ok=True)
     run(
         [
             sys.executable,
@@ -220,10 +219,17 @@ def installed_model(workflow: WorkflowRun, tmp_path_factory) -> str:
             "--quiet",
             "--target",
             str(target),
-            str(workflow.wheel),
+            str(wheel),
         ],
         target,
     )
+    return target
+
+
+@pytest.fixture(scope="session")
+def installed_model(workflow: WorkflowRun, tmp_path_factory) -> str:
+    """The workflow's wheel installed into a folder on sys.path: spacy.load("en_bert_ner") works in-process."""
+    target = install_wheel(workflow.wheel, tmp_path_factory.mktemp("site"))
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
     return PACKAGE

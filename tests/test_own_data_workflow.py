@@ -17,7 +17,7 @@ import pytest
 
 from scripts.lib.conll import make_docs, read_conll
 from scripts.lib.tag_schemes import Scheme, spans_to_tags
-from tests.conftest import SHORT_SETTINGS, copy_project, run, workflow_command, workflow_env
+from tests.conftest import SHORT_SETTINGS, copy_project, install_wheel, run, workflow_command, workflow_env
 from tests.tools.test_serve import REQUEST_TIMEOUT_S, chromium, post, running_server, submit_on_page
 
 pytestmark = pytest.mark.slow
@@ -80,23 +80,8 @@ def own_data_run(tmp_path_factory, tiny_bert, workflow_conll_dir) -> OwnDataRun:
     for split, name in OWN_NAMES.items():
         command += [f"--vars.{split}_file", name]
     output = run(command, project, workflow_env())
-    site = root / "site"
     wheel = project / "packages" / f"{PACKAGE}-{VERSION}" / "dist" / f"{PACKAGE}-{VERSION}-py3-none-any.whl"
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-index",
-            "--quiet",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        root,
-    )
+    site = install_wheel(wheel, root / "site")
     return OwnDataRun(project, output, expected, site)
 
 
