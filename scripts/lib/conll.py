@@ -3,7 +3,7 @@
 A column file has one token a line, its columns separated by tabs or by spaces, the token in the
 first column and its tag in the last (options name other columns); blank lines end sentences, and
 `-DOCSTART-` lines (optional) end documents. CoNLL-2003's four-column files are one such layout:
-its constants (file names, the HF dataset) live here too.
+its hub dataset's constants live here too.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from spacy.vocab import Vocab
 from scripts.lib.tag_schemes import Scheme, TagError
 from scripts.lib.tag_schemes import tags_to_spans as scheme_spans
 
-# CoNLL-2003's labels, in the order its papers list them.
-LABELS = ("PER", "ORG", "LOC", "MISC")
 SPLITS = ("train", "dev", "test")
 HF_DATASET = "eriktks/conll2003"
 # The hub's auto-converted parquet branch. Pass a commit hash of that branch
