@@ -41,17 +41,10 @@ from pydantic import BaseModel
 from wasabi import msg
 
 from scripts.benchmarks import harness
-from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import (
-    BACKEND_OPTION,
-    INT8_OPTION,
-    Backend,
-    PipelineLoadError,
-    chosen_backend,
-    pipeline_location,
-)
+from scripts.lib.cli import BACKEND_OPTION, Backend, fail
+from scripts.lib.machine import available_cpus, use_torch_threads
+from scripts.lib.pipeline_loading import PipelineLoadError, pipeline_location
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
-from scripts.tools.serving import available_cpus
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -78,9 +71,9 @@ def naive_app(model: str, backend: str, threads: int) -> Any:
     from fastapi import FastAPI
 
     from scripts.lib.pipeline_loading import load_pipeline
-    from scripts.tools.annotation import entity_records
+    from scripts.lib.text_entities import entity_records
 
-    harness.use_threads(threads)
+    use_torch_threads(threads)
     nlp = load_pipeline(model, backend=backend, needs=["ner"])
     app = FastAPI()
 
@@ -324,7 +317,7 @@ def measure_offline(model: str, backend: str, texts: list[str], threads: int) ->
     """Runs in a fresh process: nlp.pipe over all texts (the ceiling), then nlp(text) one text at a time."""
     from scripts.lib.pipeline_loading import load_pipeline
 
-    harness.use_threads(threads)
+    use_torch_threads(threads)
     nlp = load_pipeline(model, backend=backend, needs=["ner"])
     words = harness.count_words(texts)
 
@@ -533,12 +526,11 @@ def main(
         WaitPolicy.passive, help="OMP_WAIT_POLICY of both servers and the offline run (the served server's default)"
     ),
     backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
 ) -> None:
     harness.require_docbin(test_docbin)
     levels = parse_levels(concurrency)
     try:
-        backend = chosen_backend(backend, int8)
+        backend = backend.value
         pipeline_location(model)  # in a second, before any server starts
     except PipelineLoadError as err:
         fail("Cannot load the spaCy pipeline", str(err))

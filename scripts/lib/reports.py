@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.lib.atomic import write_text_atomic
+from scripts.lib.machine import available_cpus
 
 
 def percent(fraction: float) -> str:
@@ -51,13 +50,6 @@ def package_versions(packages: Sequence[str] = SPEED_PACKAGES) -> str:
     return ", ".join(versions)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers narrow), else all of them."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return multiprocessing.cpu_count()
-
-
 def machine_description() -> str:
     """CPU model and its vector instructions (Linux), cores, platform and the versions that decide the speed.
 
@@ -72,7 +64,7 @@ def machine_description() -> str:
     present = set(flag_lines[0].split(":", 1)[1].split()) if flag_lines else set()
     flags = " ".join(flag for flag in SPEED_FLAGS if flag in present) or "none of " + " ".join(SPEED_FLAGS)
     return (
-        f"{cpu} (flags: {flags}), {usable_cores()} CPU cores, {platform.platform()}; "
+        f"{cpu} (flags: {flags}), {available_cpus()} CPU cores, {platform.platform()}; "
         f"Python {platform.python_version()}, {package_versions()}"
     )
 

@@ -25,25 +25,11 @@ import socket
 import typer
 from wasabi import msg
 
-from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import (
-    BACKEND_OPTION,
-    INT8_OPTION,
-    Backend,
-    PipelineLoadError,
-    backend_overrides,
-    chosen_backend,
-    pipeline_location,
-)
-from scripts.tools.serving import (
-    LOOPBACK,
-    ServeError,
-    ServeSettings,
-    available_cpus,
-    local_server,
-    serve_on_ray,
-    settings_summary,
-)
+from scripts.lib.cli import BACKEND_OPTION, Backend, fail
+from scripts.lib.machine import available_cpus
+from scripts.lib.pipeline_loading import PipelineLoadError, backend_overrides, pipeline_location
+from scripts.serving.settings import LOOPBACK, ServeError, ServeSettings, settings_summary
+from scripts.serving.supervisor import local_server
 
 DEFAULTS = ServeSettings(model="")
 
@@ -76,7 +62,6 @@ def main(
         0, min=0, help="CPUs (and torch threads) per replica; 0: this machine's CPUs / replicas"
     ),
     backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
     max_batch_size: int = typer.Option(DEFAULTS.max_batch_size, help="Most texts in one nlp.pipe call"),
     max_wait_ms: float = typer.Option(DEFAULTS.max_wait_ms, help="How long a batch waits to fill (ms)"),
     max_queue: int = typer.Option(DEFAULTS.max_queue, help="Texts (Ray: requests) waiting per replica; beyond: 503"),
@@ -89,7 +74,7 @@ def main(
     access_log: bool = typer.Option(False, "--access-log", help="Log every request (uvicorn only)"),
 ) -> None:
     try:
-        chosen = chosen_backend(backend, int8)
+        chosen = backend.value
         threads = cpus_per_replica or max(1, available_cpus() // replicas)
         settings = ServeSettings(
             model,
@@ -120,6 +105,8 @@ def main(
         msg.text(f"Settings: {settings_summary(settings)}")
 
     if ray or address:
+        from scripts.serving.ray_app import serve_on_ray  # Ray takes seconds to import: only when it runs
+
         ray_port = port or free_port(host)
         try:
             serve_on_ray(settings, host, ray_port, replicas, address, on_ready=lambda: announce(ray_port))

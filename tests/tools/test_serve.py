@@ -34,8 +34,10 @@ from spacy.language import Language
 
 from scripts.lib.labels import label_colour, label_colours
 from scripts.lib.pipeline_loading import load_pipeline
-from scripts.tools.annotation import entity_records
-from scripts.tools.serving import LocalService, ServeSettings, create_app
+from scripts.lib.text_entities import entity_records
+from scripts.serving.http_app import create_app
+from scripts.serving.service import LocalService
+from scripts.serving.settings import ServeSettings
 from tests.conftest import FIXTURE_CONLL_DIR, PROJECT_DIR, WorkflowRun, flat
 from tests.tools.test_annotate import NEWS_LINES
 
