@@ -4,8 +4,9 @@
   `make gpu-check` never reports a run of skipped tests as a pass.
 - `entities`: the entities a pipeline finds in a JSON list of texts, on the GPU or the CPU
   (tests/test_gpu.py runs it once per device, each in its own process).
-- `report`: training words/s and peak GPU memory (from each run's train_log.jsonl) and
-  inference words/s (from benchmark_speed.json) as one Markdown table.
+- `report`: training words/s and peak GPU memory (from each run's train_log.jsonl), the HF
+  recipe's training words/s on the same encoder (its reference.json), and inference words/s (from
+  benchmark_speed.json) as one Markdown table.
 
 The checks on a log (`training_problems`) are plain functions so that the GPU tests and
 the CPU tests share them.
@@ -40,6 +41,8 @@ LOSS_FALL_RATIO = 0.75
 MAX_SKIPPED_SHARE = 0.1
 DOC_MODES = ("sentence", "document")
 CHECK_TABLE_NAME = "gpu_check.md"
+# Where `make gpu-check` runs the HF recipe, in the sentence-mode project: scripts.benchmarks.hf_reference's output.
+REFERENCE_JSON = Path("training") / "hf_reference" / "reference.json"
 
 
 # --- the training log -----------------------------------------------------------------
@@ -173,8 +176,13 @@ INFERENCE_ROWS = tuple(
 )
 
 
-def check_table(logs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] | None) -> str:
-    """One table: training words/s and peak GPU memory per doc_mode, then inference words/s."""
+def check_table(
+    logs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] | None, reference: dict[str, Any] | None = None
+) -> str:
+    """One table: training words/s and peak GPU memory per doc_mode, then inference words/s.
+
+    With the HF recipe's reference.json (scripts.benchmarks.hf_reference), its training words/s beside ours.
+    """
     rows = []
     for doc_mode, log in logs.items():
         words_per_second = training_words_per_second(log)
@@ -183,6 +191,16 @@ def check_table(logs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] | N
                 f"training, {doc_mode} mode ({log[-1]['step']} steps)",
                 f"{words_per_second:,.0f}" if words_per_second else "",
                 gib(peak_gpu_bytes(log)),
+            ]
+        )
+    if reference:
+        epochs = reference["recipe"]["epochs"]
+        rows.append(
+            [
+                f"training, HF recipe (transformers Trainer, {reference['train_sentences']:,} sentences, "
+                f"{epochs:g} epoch{'s' if epochs != 1 else ''})",
+                f"{reference['train_words_per_second']:,.0f}",
+                "",
             ]
         )
     for name, label in INFERENCE_ROWS if speed else ():
@@ -196,9 +214,28 @@ def check_table(logs: dict[str, list[dict[str, Any]]], speed: dict[str, Any] | N
         "Peak GPU memory: PyTorch's peak reserved plus cupy's pool; training must stay under "
         f"{gib(CARD_16GB_USABLE_BYTES)} GiB to fit a 16 GB card."
     ]
+    if reference:
+        notes.append(training_against_reference(logs, reference["train_words_per_second"]))
     if speed:
         notes.append(f"Inference: {speed['n_texts']:,} CoNLL test sentences, {speed['machine']}.")
     return table + "\n\n" + "\n".join(notes) + "\n"
+
+
+def training_against_reference(logs: dict[str, list[dict[str, Any]]], reference_words_per_second: float) -> str:
+    """Our training words/s over the HF recipe's, doc_mode by doc_mode (same encoder, same GPU)."""
+    ratios = [
+        f"{doc_mode} mode {words_per_second / reference_words_per_second:.2f}x"
+        for doc_mode, log in logs.items()
+        if (words_per_second := training_words_per_second(log))
+    ]
+    return (
+        f"Training words/s against the HF recipe's on the same encoder and GPU: {', '.join(ratios) or 'n/a'} "
+        "(our seconds include the dev evaluations, the recipe's do not)."
+    )
+
+
+def json_if_there(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def gpu_name() -> str:
@@ -244,9 +281,10 @@ def report(check_dir: Path = typer.Argument(..., help="GPU_CHECK_DIR of the GPU 
     }
     if not logs:
         fail(f"No training log under {check_dir}", "Run the GPU tests with GPU_CHECK_DIR set (`make gpu-check`).")
-    speed_path = run_folder(check_dir, "sentence") / "metrics" / "benchmark_speed.json"
-    speed = json.loads(speed_path.read_text(encoding="utf-8")) if speed_path.is_file() else None
-    text = f"GPU check on {gpu_name()}\n\n" + check_table(logs, speed)
+    sentence_run = run_folder(check_dir, "sentence")
+    speed = json_if_there(sentence_run / "metrics" / "benchmark_speed.json")
+    reference = json_if_there(sentence_run / REFERENCE_JSON)
+    text = f"GPU check on {gpu_name()}\n\n" + check_table(logs, speed, reference)
     write_text_atomic(check_dir / CHECK_TABLE_NAME, text)
     print(text)
 

@@ -46,13 +46,6 @@ def count_words(texts: list[str]) -> int:
     return sum(len(text.split()) for text in texts)
 
 
-def use_threads(threads: int) -> None:
-    """torch's intra-op threads in this (measuring) process."""
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
     """`function(*args)` and the seconds it took."""
     started = time.perf_counter()

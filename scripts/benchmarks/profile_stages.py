@@ -2,8 +2,8 @@
 
 For each backend asked for (by default PyTorch fp32 and ONNX Runtime int8), one fresh process
 loads the pipeline twice: as spacy-transformers runs it (`batched_inference = false` on the
-encoder_backend component) and as the pipeline loads by default (batched, scripts/components/
-encoder_backend.py). It times passes of `nlp.pipe` over the test texts, one of each variant in
+encoder_backend component) and as the pipeline loads by default (batched, scripts/runtime/
+batched_inference.py). It times passes of `nlp.pipe` over the test texts, one of each variant in
 turn, so that both see the same load on the machine, with a timer around the function of every
 stage: spaCy's tokenizer, the span getter, the span texts, the HF tokenization, the alignment, the
 encoder, the transformer's annotations (the output split per Doc), the listener's alignment and
@@ -21,6 +21,7 @@ at most 1,024 padded wordpieces.
 from __future__ import annotations
 
 import cProfile
+import importlib
 import io
 import pstats
 import statistics
@@ -41,9 +42,9 @@ from scripts.benchmarks.harness import (
     in_fresh_process,
     require_docbin,
     sentence_texts,
-    use_threads,
 )
 from scripts.lib.cli import fail
+from scripts.lib.machine import use_torch_threads
 from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
 
@@ -181,14 +182,21 @@ def wrap_attribute(clock: StageClock, owner: Any, attribute: str, stage: str, pa
     setattr(owner, attribute, staticmethod(timed) if isinstance(descriptor, (classmethod, staticmethod)) else timed)
 
 
-def wrap_modules(clock: StageClock, backend_module: Any) -> list[Patch]:
-    """The stage timers that sit in modules (spaCy, spacy-transformers, the batched steps), shared by all pipelines."""
+def wrap_modules(clock: StageClock, batched_module: Any) -> tuple[list[Patch], list[str]]:
+    """The stage timers that sit in modules (spaCy, spacy-transformers, the batched steps), shared by all pipelines.
+
+    batched_module: the runtime's batched_inference module, where the batched steps are looked up as they run.
+    Also returns the functions that were not found where they are wrapped (module.name): their stage's time
+    then goes to the stage around them, and the report says so.
+    """
     import spacy.language
     import spacy_transformers.layers.transformer_model as transformer_model
-    import spacy_transformers.layers.trfs2arrays as trfs2arrays
     from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 
+    # Not `import spacy_transformers.layers.trfs2arrays as ...`: that name is the package's trfs2arrays function.
+    trfs2arrays = importlib.import_module("spacy_transformers.layers.trfs2arrays")
     patches = [Patch(spacy.language, "_pipe", spacy.language._pipe)]
+    untimed: list[str] = []
     spacy.language._pipe = timed_components(clock, spacy.language._pipe)
     for owner, attribute, stage in (
         (transformer_model, "huggingface_tokenize", "hf_tokenization"),
@@ -197,14 +205,16 @@ def wrap_modules(clock: StageClock, backend_module: Any) -> list[Patch]:
         (transformer_model, "truncate_oversize_splits", "alignment"),
         (FullTransformerBatch, "split_by_doc", "split_by_doc"),
         (trfs2arrays, "apply_alignment", "listener_alignment"),
-        (backend_module, "span_texts", "span_texts"),
-        (backend_module, "tokenize", "hf_tokenization"),
-        (backend_module, "align_wordpieces", "alignment"),
-        (backend_module, "truncate_oversize_splits", "alignment"),
+        (batched_module, "span_texts", "span_texts"),
+        (batched_module, "tokenize", "hf_tokenization"),
+        (batched_module, "align_wordpieces", "alignment"),
+        (batched_module, "truncate_oversize_splits", "alignment"),
     ):
         if hasattr(owner, attribute):
             wrap_attribute(clock, owner, attribute, stage, patches)
-    return patches
+        else:
+            untimed.append(f"{getattr(owner, '__name__', owner)}.{attribute}")
+    return patches, untimed
 
 
 def timed_components(clock: StageClock, run_component: Callable[..., Any]) -> Callable[..., Any]:
@@ -245,6 +255,12 @@ def wrap_pipeline(clock: StageClock, nlp: Any) -> None:
             pooling._func = clock.timed("pooling", pooling._func)
 
 
+def batched_inference_module(component: Any) -> Any:
+    """The batched_inference module beside the encoder_backend component's (the project's runtime, or the wheel's)."""
+    package = type(component).__module__.rpartition(".")[0]
+    return importlib.import_module(f"{package}.batched_inference")
+
+
 def load_variant(model: str, backend: str, settings: dict[str, Any]) -> Any:
     return load_pipeline(model, backend=backend, backend_settings=settings)
 
@@ -256,14 +272,13 @@ def pipe_all(nlp: Any, texts: list[str]) -> None:
 
 def profile_backend(model: str, backend: str, texts: list[str], repetitions: int, threads: int) -> dict[str, Any]:
     """Runs in its own process: the variants' stage times over alternate passes, then a cProfile pass of each."""
-    use_threads(threads)
+    use_torch_threads(threads)
     # The errors with their fix, the ONNX graph made before anything is timed, the component's defaults.
     component = load_pipeline(model, -1, backend).get_pipe(COMPONENT)
     variants = backend_variants(backend, component.onnx_spinning)
     clock = StageClock()
     pipelines = {name: load_variant(model, backend, settings) for name, settings in variants.items()}
-    module = sys.modules[type(next(iter(pipelines.values())).get_pipe(COMPONENT)).__module__]
-    patches = wrap_modules(clock, module)
+    patches, untimed = wrap_modules(clock, batched_inference_module(component))
     for nlp in pipelines.values():
         wrap_pipeline(clock, nlp)
         pipe_all(nlp, texts[:WARM_UP_TEXTS])
@@ -295,6 +310,7 @@ def profile_backend(model: str, backend: str, texts: list[str], repetitions: int
             "n_entities": sum(len(each) for each in entities[name]),
             # Sentences whose entities differ from those of spacy-transformers' inference.
             "differing_sentences": sum(a != b for a, b in zip(entities[name], entities[BEFORE], strict=True)),
+            "untimed_functions": untimed,
         }
         for name in pipelines
     }
@@ -436,6 +452,14 @@ def functions_table(variant: dict[str, Any], top: int = 10) -> str:
     return md_table(["function", "calls", "own s", "cumulative s"], rows)
 
 
+def untimed_note(variants: dict[str, Any]) -> list[str]:
+    untimed = sorted({name for variant in variants.values() for name in variant.get("untimed_functions", [])})
+    if not untimed:
+        return []
+    names = ", ".join(f"`{name}`" for name in untimed)
+    return [f"Not timed (not found where the profile wraps them): {names}; their time is in the stage that calls them."]
+
+
 def markdown(result: dict[str, Any]) -> str:
     sections = [
         f"{result['n_texts']:,} CoNLL test sentences ({result['n_words']:,} words), {result['threads']} threads, "
@@ -446,6 +470,7 @@ def markdown(result: dict[str, Any]) -> str:
         sections += [
             f"### Backend `{backend}`",
             stage_table(variants),
+            *untimed_note(variants),
             variant_table(variants),
             *[
                 f"Busiest functions under cProfile, {variants[name]['label']} (own time, profiler overhead included):"
@@ -465,7 +490,7 @@ def main(
     threads: int = typer.Option(2, help="torch threads (ONNX Runtime takes torch's)"),
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
 ) -> None:
-    from scripts.components.encoder_backend import BACKENDS
+    from scripts.runtime.backends import BACKENDS
 
     require_docbin(test_docbin)
     unknown = [name for name in backend if name not in BACKENDS]

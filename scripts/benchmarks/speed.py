@@ -1,10 +1,11 @@
 """Inference speed, side by side, on the CoNLL test texts.
 
 (a) our spaCy pipeline through nlp.pipe, with each encoder backend it offers at load
-time (scripts/components/encoder_backend.py: PyTorch fp32 and int8, ONNX Runtime fp32 and int8);
+time (scripts/runtime/encoder_backend.py: PyTorch fp32 and int8, ONNX Runtime fp32 and int8);
 (b) the HF token-classification pipeline (aggregation "simple") on the recipe's model at
 batch 1 and batch 32, and the same pipeline on HF optimum's ONNX Runtime export of that model,
-fp32 and dynamic int8 (the `optimum` extra; skipped, with a line saying so, without it);
+fp32 and dynamic int8 in optimum's configuration for the CPU's flags (the `optimum` extra;
+skipped, with a line saying so, without it or on a CPU that none fits);
 (c) the bare encoder forward pass over length-sorted batches of 32, in PyTorch and in ONNX
 Runtime, fp32 and int8: the practical ceilings, tokenizing each batch as it goes, and again on
 batches tokenized before the timed passes (the encoder alone). Each configuration runs in a
@@ -35,18 +36,20 @@ from scripts.benchmarks.harness import (
     sentence_texts,
     timed,
     timed_passes,
-    use_threads,
 )
 from scripts.benchmarks.speed_configurations import (
     CONFIGURATIONS,
     HF_BASELINE,
+    QUANTIZATION_CONFIG,
     SCORES_OFF,
     SCORES_ON,
     SCORES_RATIO,
     SPACY_PIPELINES,
     Runner,
+    SpeedConfiguration,
 )
 from scripts.lib.cli import fail
+from scripts.lib.machine import use_torch_threads
 from scripts.lib.pipeline_loading import PipelineLoadError
 from scripts.lib.preflight import PreflightError, resolve_encoder
 from scripts.lib.reports import machine_description, md_table, percent, write_json_and_markdown
@@ -60,7 +63,7 @@ RUNNERS: dict[str, Callable[[dict[str, Any]], Runner]] = {
 
 def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: int, threads: int) -> dict[str, Any]:
     """Runs in its own process: load, one warm-up pass, the timed passes, then the test F1 where there is one."""
-    use_threads(threads)
+    use_torch_threads(threads)
     runner, load_seconds = timed(RUNNERS[name], options)
     if runner.prepare:
         runner.prepare(texts)
@@ -73,6 +76,7 @@ def measure(name: str, options: dict[str, Any], texts: list[str], repetitions: i
         "peak_gpu_mb": peak_gpu_mb(),
         "test_f1_strict": runner.test_f1() if runner.test_f1 else None,
         "test_f1_raw_text": runner.raw_text_f1() if runner.raw_text_f1 else None,
+        **runner.details,
     }
 
 
@@ -130,7 +134,10 @@ def benchmark(
 
 
 def skipped_configurations() -> dict[str, str]:
-    """The configurations this install cannot run, each with the reason and the extra that brings what it needs."""
+    """The configurations this install or this CPU cannot run, each with the reason.
+
+    A missing module names the extra that brings it; a CPU that cannot run one, what it lacks.
+    """
     skipped = {}
     for configuration in CONFIGURATIONS:
         if missing := configuration.missing_modules():
@@ -138,6 +145,8 @@ def skipped_configurations() -> dict[str, str]:
                 f"{' and '.join(missing)} not installed: the {configuration.extra} extra brings "
                 f"{'them' if len(missing) > 1 else 'it'} (`pip install -e '.[{configuration.extra}]'`)"
             )
+        elif unsupported := configuration.unsupported_cpu():
+            skipped[configuration.name] = unsupported
     return skipped
 
 
@@ -153,6 +162,12 @@ def raw_text_cell(run: dict[str, Any]) -> str:
     return f"{percent(raw['f1'])} ({raw['best_aggregation']})" if raw else ""
 
 
+def row_label(configuration: SpeedConfiguration, run: dict[str, Any]) -> str:
+    """The configuration's label, and the quantization configuration it chose for this CPU where it chose one."""
+    chosen = run.get(QUANTIZATION_CONFIG)
+    return f"{configuration.label}, optimum's {chosen} configuration" if chosen else configuration.label
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows, skipped = [], result.get("skipped", {})
     for configuration in CONFIGURATIONS:
@@ -163,7 +178,7 @@ def markdown(result: dict[str, Any]) -> str:
         f1, ratio_key = run["test_f1_strict"], configuration.ratio_vs_hf
         rows.append(
             [
-                configuration.label,
+                row_label(configuration, run),
                 f"{run['words_per_second']:,.0f}",
                 f"{result[ratio_key]:.2f}x" if ratio_key else "",
                 f"{run['peak_rss_mb']:,.0f}",

@@ -11,6 +11,7 @@ import pytest
 from scripts.benchmarks.gpu_report import (
     CARD_16GB_USABLE_BYTES,
     GIB,
+    REFERENCE_JSON,
     check_table,
     entity_agreement,
     peak_gpu_bytes,
@@ -130,6 +131,16 @@ def benchmark_speed_json() -> dict:
     return {"runs": runs, "n_texts": 3453, "machine": "test machine"}
 
 
+def reference_json() -> dict:
+    """What scripts.benchmarks.hf_reference writes (the keys the table reads): `make gpu-check`'s short recipe run."""
+    return {
+        "recipe": {"learning_rate": 2e-5, "batch_size": 16, "epochs": 1.0, "max_train_sentences": 2000},
+        "train_sentences": 2000,
+        "train_seconds": 10.0,
+        "train_words_per_second": 2_500.0,
+    }
+
+
 def test_check_table_has_training_and_inference_rows():
     log = [record(0, 900.0, 0, 0.0), record(300, 1.0, words=600_000, seconds=120.0, **memory(9 * GIB, 0))]
     table = check_table({"sentence": log}, benchmark_speed_json())
@@ -139,6 +150,24 @@ def test_check_table_has_training_and_inference_rows():
     assert "| inference: spaCy pipeline, PyTorch int8 (backend torch-int8), on the CPU | 900 |  |" in table
     assert "3,453 CoNLL test sentences" in table
     assert training_words_per_second(log) == 5000.0
+    assert "HF recipe" not in table  # no reference.json: no row, no ratio
+
+
+def test_check_table_shows_the_hf_recipes_training_speed_beside_ours():
+    logs = {
+        "sentence": [record(0, 900.0), record(300, 1.0, words=600_000, seconds=120.0)],
+        "document": [record(0, 900.0), record(300, 1.0, words=300_000, seconds=120.0)],
+    }
+    table = check_table(logs, benchmark_speed_json(), reference_json())
+    lines = table.splitlines()
+    hf_row = "| training, HF recipe (transformers Trainer, 2,000 sentences, 1 epoch) | 2,500 |  |"
+    # Among the training rows, before the inference ones.
+    assert lines.index(hf_row) == lines.index("| training, document mode (300 steps) | 2,500 |  |") + 1
+    assert lines.index(hf_row) < next(i for i, line in enumerate(lines) if line.startswith("| inference:"))
+    assert (
+        "Training words/s against the HF recipe's on the same encoder and GPU: sentence mode 2.00x, "
+        "document mode 1.00x" in table
+    )
 
 
 def test_report_reads_the_runs_the_gpu_tests_leave(tmp_path):
@@ -150,9 +179,13 @@ def test_report_reads_the_runs_the_gpu_tests_leave(tmp_path):
     metrics = run_folder(tmp_path, "sentence") / "metrics"
     metrics.mkdir()
     (metrics / "benchmark_speed.json").write_text(json.dumps(benchmark_speed_json()))
+    reference = run_folder(tmp_path, "sentence") / REFERENCE_JSON
+    reference.parent.mkdir(parents=True)
+    reference.write_text(json.dumps(reference_json()))
     result = gpu_report("report", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "| training, document mode (300 steps) | 3,000 | 8.00 |" in result.stdout
+    assert "| training, HF recipe (transformers Trainer, 2,000 sentences, 1 epoch) | 2,500 |  |" in result.stdout
     assert (
         "| inference: bare encoder forward, PyTorch fp32, length-sorted batches of 32 (ceiling) | 60,000 | 1.00 |"
         in result.stdout

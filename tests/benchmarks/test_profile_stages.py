@@ -118,6 +118,8 @@ def test_profile_of_both_inferences_on_a_slice(tmp_path, workflow: WorkflowRun):
             assert variant["differing_sentences"] == 0, name
             assert variant["words_per_second"] > 0 and variant["busiest_functions"]
         assert variants["spacy_transformers"]["us_per_word"]["split_by_doc"] > 0
+        assert variants["spacy_transformers"]["us_per_word"]["listener_alignment"] > 0
+        assert all(variant["untimed_functions"] == [] for variant in variants.values())
         assert variants["batched"]["us_per_word"]["split_by_doc"] == 0  # no doc._.trf_data to make
         assert variants["batched"]["us_per_word"]["span_texts"] > 0
         assert variants["batched"]["kept_docs_hold_mb"] == 0 < variants["batched_keep_trf_data"]["kept_docs_hold_mb"]
@@ -127,3 +129,28 @@ def test_profile_of_both_inferences_on_a_slice(tmp_path, workflow: WorkflowRun):
     assert "| alignment of wordpieces to tokens |" in table and "| batched, onnx_spinning " in table
     assert "| batched, one encoder call a batch (encoder_batch_wordpieces 0) |" in table
     assert "sentences whose entities differ from spacy-transformers" in table
+
+
+def test_every_listed_function_is_found_where_it_is_wrapped():
+    """A function the runtime imports by another name, or no longer calls, would leave its stage untimed."""
+    import scripts.runtime.batched_inference as batched_inference
+
+    clock = profile_stages.StageClock()
+    patches, untimed = profile_stages.wrap_modules(clock, batched_inference)
+    for patch in reversed(patches):
+        patch.undo()
+    assert untimed == []
+
+
+def test_a_function_not_found_is_reported_as_untimed():
+    import types
+
+    clock = profile_stages.StageClock()
+    patches, untimed = profile_stages.wrap_modules(clock, types.ModuleType("elsewhere"))
+    for patch in reversed(patches):
+        patch.undo()
+    assert untimed == [
+        f"elsewhere.{name}" for name in ("span_texts", "tokenize", "align_wordpieces", "truncate_oversize_splits")
+    ]
+    note = profile_stages.untimed_note({"batched": {"untimed_functions": untimed}})
+    assert "Not timed" in note[0] and "`elsewhere.tokenize`" in note[0]
