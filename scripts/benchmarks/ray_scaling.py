@@ -22,12 +22,13 @@ from typing import Any
 import typer
 from wasabi import msg
 
+from scripts.annotation.local import AnnotateError
+from scripts.annotation.ray_data import WorkerOptions, annotate_with_ray, ray_cluster
 from scripts.benchmarks import harness
-from scripts.lib import pipeline_loading
+from scripts.lib import cli, pipeline_loading
 from scripts.lib.cli import fail
+from scripts.lib.machine import use_torch_threads
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
-from scripts.tools.annotation import AnnotateError
-from scripts.tools.ray_annotation import WorkerOptions, annotate_with_ray, ray_cluster
 
 # (name, workers, CPUs per worker): on 2 cores, one actor with 2 torch threads or two with one each.
 RAY_CONFIGURATIONS = (("ray_1_worker", 1, 2.0), ("ray_2_workers", 2, 1.0))
@@ -46,7 +47,7 @@ def write_jsonl(path: Path, texts: list[str]) -> None:
 
 def measure_pipe(model: str, backend: str, texts: list[str], threads: int) -> dict[str, Any]:
     """Runs in its own process: load, one warm-up batch, then nlp.pipe over every text."""
-    harness.use_threads(threads)
+    use_torch_threads(threads)
     nlp, load_seconds = harness.timed(pipeline_loading.load_pipeline, model, -1, backend)
 
     def run(batch: list[str]) -> None:
@@ -192,13 +193,12 @@ def main(
     threads: int = typer.Option(2, min=1, help="torch threads of the single process (the cores)"),
     batch_size: int = typer.Option(2048, min=1, help="Rows per Ray actor call (the CPU model's nlp.batch_size)"),
     object_store_mb: int = typer.Option(None, help="Ray's object store in MB (default: Ray's)"),
-    backend: pipeline_loading.Backend = pipeline_loading.BACKEND_OPTION,
-    int8: bool = pipeline_loading.INT8_OPTION,
+    backend: cli.Backend = cli.BACKEND_OPTION,
 ) -> None:
     harness.require_docbin(test_docbin)
     texts = repeated_texts(harness.sentence_texts(test_docbin), sentences)
     try:
-        backend = pipeline_loading.chosen_backend(backend, int8)
+        backend = backend.value
         with tempfile.TemporaryDirectory(prefix="benchmark_ray_") as folder:
             result = benchmark(model, texts, threads, batch_size, Path(folder), object_store_mb, backend)
     except EXPECTED_ERRORS as err:

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 def test_ray_benchmark_runs_every_configuration_on_a_slice(tmp_path, workflow: WorkflowRun):
     output = tmp_path / "benchmark_ray.json"
     run(
-        [sys.executable, "-m", "scripts.benchmarks.annotate_ray", str(workflow.model_best),
+        [sys.executable, "-m", "scripts.benchmarks.ray_scaling", str(workflow.model_best),
          str(workflow.project / "corpus" / "test.spacy"), str(output), "--sentences", "40", "--batch-size", "16",
-         "--object-store-mb", "300", "--int8"],
+         "--object-store-mb", "300", "--backend", "torch-int8"],
         PROJECT_DIR,
     )  # fmt: skip
     result = json.loads(output.read_text())

@@ -25,9 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from scripts.components.encoder_backend import TORCH
-from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline, pipeline_location
-from scripts.tools.annotation import (
+from scripts.annotation.local import (
     AnnotateError,
     InputFormat,
     SkippedLine,
@@ -37,6 +35,9 @@ from scripts.tools.annotation import (
     numbered_lines,
     split_record,
 )
+from scripts.lib.machine import available_cpus, use_torch_threads
+from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline, pipeline_location
+from scripts.runtime.backends import TORCH
 
 # Output columns. (SOURCE, ROW) identify an input row; an input field of one of these names would be lost.
 SOURCE, ROW, TEXT, ENTITIES, REASON = "source", "row", "text", "entities", "reason"
@@ -107,13 +108,6 @@ class RunSummary:
 
 
 # --- paths and file systems ------------------------------------------------------
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), which can be fewer than the machine has."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -363,9 +357,7 @@ class EntityPredictor:
     """One per actor: loads the pipeline once, then adds the entities of each batch of rows."""
 
     def __init__(self, model: str, backend: str, gpu_id: int, torch_threads: int, max_length: int) -> None:
-        import torch
-
-        torch.set_num_threads(torch_threads)
+        use_torch_threads(torch_threads)
         self.nlp = load_pipeline(model, gpu_id, backend, needs=["ner"])
         self.nlp.max_length = max_length  # the length the rows were checked against
 

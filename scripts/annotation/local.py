@@ -2,7 +2,7 @@
 
 Reading (numbered lines, text or JSONL records, checks with the line number), the output written
 atomically, and `annotate`, which streams INPUT through `nlp.pipe` into OUTPUT. The CLI
-(scripts.tools.annotate) and the Ray engine (scripts.tools.ray_annotation) share it.
+(scripts.tools.annotate) and the Ray engine (scripts.annotation.ray_data) share it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
-from scripts.components import entity_scores  # noqa: F401  (registers Span._.score: None for a pipeline without scores)
 from scripts.lib.atomic import atomic_stream, temporary_path
+from scripts.lib.text_entities import entity_records, text_problem
 
 STDIO = "-"
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -142,20 +142,9 @@ def json_type(value: Any) -> str:
 
 
 def check_text(text: str, line: int, max_length: int) -> SkippedLine | None:
-    """Why the pipeline would fail on this text, if it would."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        # Only JSON escapes such as "\ud800" produce these; the transformer's tokenizer raises on them.
-        return SkippedLine(
-            line, f"the text holds an unpaired surrogate (\\u{ord(text[err.start]):04x}): not valid Unicode"
-        )
-    if len(text) > max_length:
-        return SkippedLine(
-            line,
-            f"the text is {len(text):,} characters, more than the pipeline's max_length ({max_length:,}): split it",
-        )
-    return None
+    """Why the pipeline would fail on this text, if it would, with its line number."""
+    problem = text_problem(text, max_length)
+    return None if problem is None else SkippedLine(line, problem)
 
 
 def read_documents(
@@ -332,14 +321,6 @@ def atomic_output(output_path: str) -> Iterator[OutputFile]:
         if block_failed:
             raise
         raise write_error(path, err) from None
-
-
-def entity_records(doc: Doc) -> list[dict[str, Any]]:
-    """Each entity's character offsets, label, text and score (None where the pipeline has no entity_scores)."""
-    return [
-        {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text, "score": ent._.score}
-        for ent in doc.ents
-    ]
 
 
 # Valid inside a JSON string, but line breaks to str.splitlines() and other line readers: written escaped,
