@@ -48,7 +48,7 @@ def missing_real_data(reason: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def onnx_graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The ONNX backends' graph cache for this test session (and its subprocesses), not the user's ~/.cache."""
-    from scripts.components.encoder_backend import CACHE_VARIABLE
+    from scripts.runtime.backends import CACHE_VARIABLE
 
     folder = tmp_path_factory.mktemp("onnx_graph_cache")
     previous = os.environ.get(CACHE_VARIABLE)

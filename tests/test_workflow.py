@@ -20,6 +20,7 @@ from tests.conftest import (
     FIXTURE_CONLL_DIR,
     LABELS,
     PACKAGE,
+    PROJECT_DIR,
     VERSION,
     WorkflowRun,
     copy_project,
@@ -31,6 +32,8 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.slow
+
+RUNTIME_MODULES = sorted((PROJECT_DIR / "scripts" / "runtime").glob("*.py"))
 
 # Runs in the fresh virtualenv with every socket refused: the model must load from the wheel alone.
 OFFLINE_PREDICT = """
@@ -59,6 +62,8 @@ print(json.dumps({
     "backend": nlp.get_pipe("encoder_backend").backend,
     "encoder": type(nlp.get_pipe("transformer").model.layers[0].shims[0]._model).__name__,
     "quantized": nlp.get_pipe("encoder_backend").quantized,
+    "assigns": {name: attrs["assigns"] for name, attrs in nlp.analyze_pipes()["summary"].items()},
+    "shipped_modules": sorted(path.stem for path in spacy.util.get_package_path("en_bert_ner").glob("*.py")),
 }))
 """
 
@@ -185,6 +190,11 @@ def test_wheel_installs_and_loads_offline(workflow: WorkflowRun, wheel_python: P
         assert backend_result["quantized"] == backend.endswith("int8")
         assert backend_result["module"] == result["module"] and backend_result["n_docs"] == 200
     assert by_backend["onnx"]["ents"] == result["ents"]
+    # nlp.analyze_pipes() on the wheel tells what the shipped components write.
+    assert result["assigns"]["entity_scores"] == ["doc.spans", "span._.score", "doc.ents"]
+    assert result["assigns"]["encoder_backend"] == ["doc.user_data"]
+    # The runtime's modules, flat inside the package (scripts.workflow.package_runtime), none left behind.
+    assert set(result["shipped_modules"]) == {"__init__"} | {path.stem for path in RUNTIME_MODULES} - {"__init__"}
     assert len(list((tmp_path / "cache" / "en_bert_ner" / "onnx").glob("*.onnx"))) == 2
 
 

@@ -1,7 +1,7 @@
 """Throughput with worker processes: `nlp.pipe(n_process=N)` and `annotate --n-process N`.
 
 On the CoNLL test sentences, for N = 1 and 2: `nlp.pipe` with fork (Linux's default start
-method, made safe by the fork handlers in scripts/components/encoder_backend.py), `nlp.pipe` with spawn (what
+method, made safe by the fork handlers in scripts/runtime/fork_safety.py), `nlp.pipe` with spawn (what
 annotate used before, each worker a new interpreter that unpickles the pipeline) and the annotate
 function that the CLI runs. Each configuration runs in a fresh process with the same thread
 budget; a run's wall time includes starting and stopping its workers, and the workers' start-up
@@ -24,19 +24,12 @@ import typer
 from spacy.language import Language
 from wasabi import msg
 
+from scripts.annotation.local import annotate
 from scripts.benchmarks import harness
-from scripts.lib.cli import fail
-from scripts.lib.pipeline_loading import (
-    BACKEND_OPTION,
-    INT8_OPTION,
-    TORCH,
-    Backend,
-    PipelineLoadError,
-    chosen_backend,
-    load_pipeline,
-)
+from scripts.lib.cli import BACKEND_OPTION, Backend, fail
+from scripts.lib.machine import use_torch_threads
+from scripts.lib.pipeline_loading import TORCH, PipelineLoadError, load_pipeline
 from scripts.lib.reports import machine_description, md_table, write_json_and_markdown
-from scripts.tools.annotation import annotate
 
 
 class Configuration(NamedTuple):
@@ -85,7 +78,7 @@ def measure(
 ) -> dict:
     """Runs in its own process: load, start-up alone, one warm-up pass, the timed passes."""
     what, n_process, start_method, _ = CONFIGURATIONS[name]
-    harness.use_threads(threads)
+    use_torch_threads(threads)
     # This process was spawned, and a spawned process inherits its parent's start method: name it here.
     multiprocessing.set_start_method(start_method, force=True)
     if start_method == "spawn":
@@ -175,11 +168,10 @@ def main(
     batch_size: int = typer.Option(64, help="nlp.pipe batch size (annotate's default)"),
     limit: int = typer.Option(0, help="Only the first N test sentences (0: all)"),
     backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
 ) -> None:
     harness.require_docbin(test_docbin)
     try:
-        backend = chosen_backend(backend, int8)
+        backend = backend.value
         load_pipeline(model, backend=backend)  # fails fast, with the fix, before any process starts
     except PipelineLoadError as err:
         fail("Cannot load the spaCy pipeline", str(err))

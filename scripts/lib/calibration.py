@@ -1,6 +1,6 @@
 """Entity scores against the gold: how well calibrated they are (the fit is scripts.lib.calibration_fit).
 
-The scores come from the pipeline's `entity_scores` component (scripts/components/entity_scores.py).
+The scores come from the pipeline's `entity_scores` component (scripts/runtime/entity_scores.py).
 Every figure here is over the predicted entities, each right (1) when a gold entity has exactly its
 span and label, wrong (0) otherwise:
 - expected calibration error (ECE): 10 equal-width score bins, the mean |accuracy - mean score| of
@@ -18,8 +18,8 @@ from typing import Any
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from scripts.components.entity_scores import FACTORY
 from scripts.lib.scoring import LabelledSpan
+from scripts.runtime.entity_scores import FACTORY
 
 ECE_BINS = 10
 REPORTED_THRESHOLDS = (0.5, 0.9, 0.99)

@@ -16,11 +16,11 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from scripts.components.entity_scores import CALIBRATION_FILE, LogisticCalibration
 from scripts.lib.atomic import write_text_atomic
 from scripts.lib.calibration import CalibrationError, scored_char_spans, scorer_name, scorer_of
 from scripts.lib.raw_text import gold_texts
 from scripts.lib.scoring import BATCH_SIZE, EvaluationError, load_gold_docs
+from scripts.runtime.entity_scores import CALIBRATION_FILE, LogisticCalibration
 
 
 def fit_calibration(

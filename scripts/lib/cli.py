@@ -1,11 +1,19 @@
-"""How every CLI of the project stops on an error: one message with the fix, exit status 1, no traceback."""
+"""What the project's CLIs share: how they stop on an error (one message with the fix, exit status 1, no
+traceback), and the --backend option of those that load a pipeline."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import NoReturn
 
 import typer
 from wasabi import msg
+
+from scripts.runtime.backends import BACKENDS, TORCH
+
+# The --backend choices of the CLIs that load a pipeline (typer lists and checks them).
+Backend = Enum("Backend", {backend: backend for backend in BACKENDS}, type=str)
+BACKEND_OPTION = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only")
 
 
 def fail(title: str, detail: object = "") -> NoReturn:

@@ -3,7 +3,7 @@
 The pipeline learns whatever labels its corpus holds. CoNLL's four keep the order and colours the
 project's figures and pages have always had, so results on CoNLL-2003 read as before; any other
 label sorts after them by name and gets a pastel derived from its name, the same in every report
-and run. The server's page (scripts/tools/serving_page.html) holds a JavaScript copy of
+and run. The server's page (scripts/serving/page.html) holds a JavaScript copy of
 `label_colour`: the same four colours and the same hash, so a label has one colour everywhere.
 """
 

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import spacy
-import typer
 from spacy.language import Language
 
-from scripts.components.encoder_backend import BACKENDS, FACTORY, LEGACY_FACTORY, TORCH, TORCH_INT8, EncoderBackendError
-
-# The --backend choices of the CLIs (typer lists and checks them).
-Backend = Enum("Backend", {backend: backend for backend in BACKENDS}, type=str)
-# The options of every CLI that loads the pipeline; pass both through chosen_backend.
-BACKEND_OPTION = typer.Option(TORCH, help="What runs the encoder; all but torch are CPU-only")
-INT8_OPTION = typer.Option(False, "--int8", help=f"The same as --backend {TORCH_INT8}")
+from scripts.runtime.backends import BACKENDS, FACTORY, TORCH, EncoderBackendError
 
 
 class PipelineLoadError(Exception):
     """No pipeline could be loaded: the message says how to get one, or which option to change."""
-
-
-def chosen_backend(backend: str, int8: bool) -> str:
-    """The backend of the CLIs' --backend and its older shorthand --int8 (= --backend torch-int8)."""
-    backend = getattr(backend, "value", backend)
-    if int8 and backend not in (TORCH, TORCH_INT8):
-        raise PipelineLoadError(f"--int8 means --backend {TORCH_INT8}, but --backend is {backend}: give only one.")
-    return TORCH_INT8 if int8 else backend
 
 
 def load_pipeline(
@@ -48,7 +32,7 @@ def load_pipeline(
 ) -> Language:
     """A pipeline from a folder or an installed package; PipelineLoadError says how to get one.
 
-    backend: what runs the encoder (scripts.components.encoder_backend): torch, torch-int8, onnx or onnx-int8;
+    backend: what runs the encoder (scripts.runtime.encoder_backend): torch, torch-int8, onnx or onnx-int8;
     all but torch run on the CPU only. needs: components the caller cannot work without (e.g. ner).
     exclude: components not to load, as spacy.load's exclude.
     backend_settings: other settings of the backend component (e.g. {"encoder_batch_wordpieces": 0}).
@@ -109,11 +93,9 @@ def pipeline_location(model: str) -> str | Path:
         return model
     if not path.is_dir():
         raise PipelineLoadError(f"No pipeline at {model}: there is no such folder. {HOW_TO_GET_ONE}")
-    if (path / "config.cfg").is_file():
-        return path
-    inner = [child for child in path.iterdir() if (child / "config.cfg").is_file()]
-    if (path / "meta.json").is_file() and len(inner) == 1:
-        return inner[0]
+    folder = pipeline_folder(path)
+    if folder == path or (folder is not None and (path / "meta.json").is_file()):
+        return folder
     raise PipelineLoadError(
         f"{model} is a folder but not a spaCy pipeline: it has no config.cfg. Pass a pipeline folder "
         "such as training/model-best (not the training folder above it)."
@@ -125,17 +107,16 @@ def backend_overrides(
 ) -> dict[str, Any]:
     """The config overrides that ask the pipeline's backend component for `backend` and its other `settings`.
 
-    Pipelines trained before the encoder_backend component carry encoder_int8, which takes the same
-    setting; those trained before either have no way to change the backend.
+    Pipelines trained before the encoder_backend component have no way to change the backend.
     """
     if backend == TORCH and not settings:
         return {}
     folder = location if isinstance(location, Path) else installed_pipeline_folder(location)
     config = spacy.util.load_config(folder / "config.cfg")
-    names = [name for name, block in config["components"].items() if block.get("factory") in (FACTORY, LEGACY_FACTORY)]
+    names = [name for name, block in config["components"].items() if block.get("factory") == FACTORY]
     if not names:
         raise PipelineLoadError(
-            f"{model} has no {FACTORY} component (nor the older {LEGACY_FACTORY}), so it has no backend option: "
+            f"{model} has no {FACTORY} component, so it has no backend option: "
             f"it was trained before the option existed. Retrain with the project's configs, or load it with "
             f"--backend {TORCH}."
         )
@@ -145,9 +126,15 @@ def backend_overrides(
 def installed_pipeline_folder(package: str) -> Path:
     """The folder with config.cfg inside an installed pipeline package."""
     root = spacy.util.get_package_path(package)
+    folder = pipeline_folder(root)
+    if folder is None:
+        raise PipelineLoadError(f"The package {package} at {root} holds no single pipeline folder with a config.cfg.")
+    return folder
+
+
+def pipeline_folder(root: Path) -> Path | None:
+    """The folder with config.cfg: `root` itself, or its one subfolder with one (as pip installs a package)."""
     if (root / "config.cfg").is_file():
         return root
     inner = [child for child in root.iterdir() if (child / "config.cfg").is_file()]
-    if len(inner) != 1:
-        raise PipelineLoadError(f"The package {package} at {root} holds no single pipeline folder with a config.cfg.")
-    return inner[0]
+    return inner[0] if len(inner) == 1 else None

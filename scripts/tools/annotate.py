@@ -25,16 +25,7 @@ import sys
 
 import typer
 
-from scripts.lib.cli import fail_to_stderr
-from scripts.lib.pipeline_loading import (
-    BACKEND_OPTION,
-    INT8_OPTION,
-    Backend,
-    PipelineLoadError,
-    chosen_backend,
-    load_pipeline,
-)
-from scripts.tools.annotation import (
+from scripts.annotation.local import (
     STDIO,
     AnnotateError,
     InputFormat,
@@ -42,6 +33,8 @@ from scripts.tools.annotation import (
     check_output_writable,
     open_input,
 )
+from scripts.lib.cli import BACKEND_OPTION, Backend, fail_to_stderr
+from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
 
 
 def main(
@@ -55,14 +48,13 @@ def main(
     batch_size: int = typer.Option(64, min=1, help="Texts per nlp.pipe batch"),
     n_process: int = typer.Option(1, min=1, help="Worker processes (forked, one torch thread each: use one per core)"),
     backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
 ) -> None:
     try:
         # Check both files first: loading the model takes seconds to minutes.
         with open_input(input_path):
             pass
         check_output_writable(output_path)
-        nlp = load_pipeline(model, backend=chosen_backend(backend, int8), needs=["ner"])
+        nlp = load_pipeline(model, backend=backend.value, needs=["ner"])
         counts = annotate(nlp, input_path, output_path, input_format, text_field, batch_size, n_process)
     except (AnnotateError, PipelineLoadError) as err:
         fail_to_stderr("annotate", err)

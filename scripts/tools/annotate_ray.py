@@ -32,10 +32,8 @@ import posixpath
 
 import typer
 
-from scripts.lib.cli import fail_to_stderr
-from scripts.lib.pipeline_loading import BACKEND_OPTION, INT8_OPTION, Backend, PipelineLoadError, chosen_backend
-from scripts.tools.annotation import AnnotateError
-from scripts.tools.ray_annotation import (
+from scripts.annotation.local import AnnotateError
+from scripts.annotation.ray_data import (
     ERRORS_FOLDER,
     SPACY_MAX_LENGTH,
     FileFormat,
@@ -47,6 +45,8 @@ from scripts.tools.ray_annotation import (
     failure_message,
     ray_cluster,
 )
+from scripts.lib.cli import BACKEND_OPTION, Backend, fail_to_stderr
+from scripts.lib.pipeline_loading import PipelineLoadError
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -70,7 +70,6 @@ def main(
     max_retries: int = typer.Option(3, min=0, help="Restarts of a dead actor, and retries of its batch"),
     max_length: int = typer.Option(SPACY_MAX_LENGTH, min=1, help="Longer texts go to the errors output"),
     backend: Backend = BACKEND_OPTION,
-    int8: bool = INT8_OPTION,
     address: str = typer.Option(None, help="Ray cluster to join (also $RAY_ADDRESS); none: start Ray here"),
     object_store_mb: int = typer.Option(None, help="Local Ray only: object store size in MB (default: Ray's)"),
 ) -> None:
@@ -88,7 +87,7 @@ def main(
                 output_format=output_format,
                 text_field=text_field,
                 options=options,
-                backend=chosen_backend(backend, int8),
+                backend=backend.value,
                 max_length=max_length,
             )
     except (AnnotateError, PipelineLoadError) as err:

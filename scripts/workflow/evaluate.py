@@ -14,14 +14,14 @@ from typing import Any
 import typer
 from wasabi import msg
 
-from scripts.components.encoder_backend import TORCH
-from scripts.lib import pipeline_loading
+from scripts.lib import cli, pipeline_loading
 from scripts.lib.calibration import evaluate_calibration, scorer_name
 from scripts.lib.cli import fail
 from scripts.lib.conll import SPLITS
 from scripts.lib.raw_text import evaluate_raw_text, gold_texts
 from scripts.lib.reports import percent
 from scripts.lib.scoring import BATCH_SIZE, Evaluation, EvaluationError, evaluate, load_gold_docs
+from scripts.runtime.backends import TORCH
 from scripts.workflow.evaluation_report import WORST_SENTENCES, write_outputs
 
 
@@ -48,9 +48,7 @@ def run_evaluation(
         evaluation.results["calibration"] = evaluate_calibration(gold_docs, evaluation.predicted_docs)
     evaluation.results["raw_text"] = evaluate_raw_text(nlp, golds, batch_size)
     device = "the CPU" if gpu_id < 0 else f"GPU {gpu_id}"
-    # "int8" as before the backend option: whether the encoder ran in int8.
     context = {"model": model, "split": split, "gold": str(gold_path), "device": device, "backend": backend}
-    context["int8"] = backend.endswith("int8")
     evaluation.results = {**context, **evaluation.results}
     write_outputs(output_dir, split, evaluation, worst)
     return evaluation
@@ -91,12 +89,11 @@ def main(
     gpu_id: int = typer.Option(-1, help="GPU to run on; -1 for the CPU"),
     worst: int = typer.Option(WORST_SENTENCES, min=0, help="Sentences in <split>_worst.html"),
     batch_size: int = typer.Option(BATCH_SIZE, min=1, help="Docs per nlp.pipe batch"),
-    backend: pipeline_loading.Backend = pipeline_loading.BACKEND_OPTION,
-    int8: bool = pipeline_loading.INT8_OPTION,
+    backend: cli.Backend = cli.BACKEND_OPTION,
 ) -> None:
     """Score MODEL's entities on GOLD_PATH; write metrics, report and error analysis to OUTPUT_DIR."""
     try:
-        backend = pipeline_loading.chosen_backend(backend, int8)
+        backend = backend.value
         evaluation = run_evaluation(model, gold_path, output_dir, split, gpu_id, worst, batch_size, backend)
     except (EvaluationError, pipeline_loading.PipelineLoadError) as err:
         fail("Evaluation failed", str(err))

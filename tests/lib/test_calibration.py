@@ -6,7 +6,6 @@ import pytest
 import spacy
 from spacy.tokens import Doc, Span, SpanGroup
 
-from scripts.components.entity_scores import SCORED_KEY
 from scripts.lib.calibration import (
     CalibrationError,
     calibration_metrics,
@@ -15,6 +14,7 @@ from scripts.lib.calibration import (
     scored_entities,
     scorer_of,
 )
+from scripts.runtime.entity_scores import SCORED_KEY
 
 
 def test_expected_calibration_error_weights_each_bin_by_its_entities():

@@ -31,6 +31,6 @@ def test_conll_labels_keep_their_colours_and_any_other_gets_a_stable_pastel():
 
 
 def test_the_page_holds_the_same_conll_colours():
-    page = (PROJECT_DIR / "scripts" / "tools" / "serving_page.html").read_text(encoding="utf-8")
+    page = (PROJECT_DIR / "scripts" / "serving" / "page.html").read_text(encoding="utf-8")
     for label, colour in CONLL_COLOURS.items():
         assert f'{label}: "{colour}"' in page

@@ -20,8 +20,7 @@ import pytest
 import spacy
 from spacy.language import Language
 
-from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
-from scripts.tools.annotation import (
+from scripts.annotation.local import (
     AnnotateError,
     AnnotationCounts,
     InputFormat,
@@ -31,6 +30,7 @@ from scripts.tools.annotation import (
     numbered_lines,
     write_error,
 )
+from scripts.lib.pipeline_loading import PipelineLoadError, load_pipeline
 from tests.conftest import LABELS, PROJECT_DIR
 
 NEWS_LINES = [
@@ -350,15 +350,26 @@ def test_cli_two_processes_match_one(site_dir: Path, nlp: Language, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_cli_int8_option_in_one_and_two_processes(site_dir: Path, tmp_path: Path):
+def test_cli_torch_int8_backend_in_one_and_two_processes(site_dir: Path, tmp_path: Path):
     """Forked workers share the parent's quantized encoder: nothing to pickle, the same entities."""
     source = tmp_path / "news.txt"
     source.write_text("".join(line + "\n" for line in NEWS_LINES * 20), encoding="utf-8")
-    result = run_cli(site_dir, "en_bert_ner", source, tmp_path / "int8.jsonl", "--int8", "--batch-size", 16)
+    result = run_cli(
+        site_dir, "en_bert_ner", source, tmp_path / "int8.jsonl", "--backend", "torch-int8", "--batch-size", 16
+    )
     assert result.returncode == 0, result.stderr
     assert f"annotated {len(NEWS_LINES) * 20}, skipped 0" in result.stderr
     two = run_cli(
-        site_dir, "en_bert_ner", source, tmp_path / "two.jsonl", "--int8", "--n-process", 2, "--batch-size", 16
+        site_dir,
+        "en_bert_ner",
+        source,
+        tmp_path / "two.jsonl",
+        "--backend",
+        "torch-int8",
+        "--n-process",
+        2,
+        "--batch-size",
+        16,
     )
     assert two.returncode == 0, two.stderr
     assert [record["entities"] for record in read_output(tmp_path / "two.jsonl")] == [

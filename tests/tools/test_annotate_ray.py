@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 import spacy
 
-from scripts.tools.annotation import AnnotateError, annotate
-from scripts.tools.ray_annotation import (
+from scripts.annotation.local import AnnotateError, annotate
+from scripts.annotation.ray_data import (
     ERRORS_FOLDER,
     SUCCESS_FILE,
     EntityPredictor,

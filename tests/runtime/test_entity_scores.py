@@ -9,11 +9,10 @@ import numpy
 import pytest
 import spacy
 
+import scripts.runtime.entity_scores as entity_scores_module
 from scripts.benchmarks.harness import sentence_texts
-from scripts.components import entity_scores as entity_scores_module
-from scripts.components.encoder_backend import ACTION_SCORES_KEY as BACKEND_ACTION_SCORES_KEY
-from scripts.components.entity_scores import (
-    ACTION_SCORES_KEY,
+from scripts.runtime.action_scores import ACTION_SCORES_KEY
+from scripts.runtime.entity_scores import (
     CALIBRATION_FILE,
     SCORED_KEY,
     ActionTable,
@@ -84,7 +83,6 @@ def test_scores_are_in_doc_spans_as_spancat_writes_them(workflow):
 def test_the_scores_come_from_the_ners_own_decoding_and_equal_a_replay(workflow, texts, with_scores, monkeypatch):
     """On the CPU the greedy NER keeps its score rows for entity_scores: the ner runs once, and the scores are
     those of running it again along doc.ents' path (the way taken without kept rows)."""
-    assert ACTION_SCORES_KEY == BACKEND_ACTION_SCORES_KEY
     replays = []
     replayed_rows = entity_scores_module.replayed_rows
     monkeypatch.setattr(

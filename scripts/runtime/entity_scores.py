@@ -9,9 +9,9 @@ scaling), maps them to probabilities (scripts.lib.calibration_fit, run by script
 after training). It is saved in the pipeline folder, and so in the wheel, beside the component.
 
 The ner need not run twice: encoder_backend's greedy NER (on a CPU) keeps the score rows it decoded
-from on each Doc when this component asks it to, and those rows along its own path are the ones
-wanted. Where they are missing (another NER class, a GPU, or doc.ents changed after the ner) the
-ner runs again along doc.ents' path (replayed_rows).
+from on each Doc when this component asks it to (action_scores.py, the one link between the two), and
+those rows along its own path are the ones wanted. Where they are missing (another NER class, a GPU,
+or doc.ents changed after the ner) the ner runs again along doc.ents' path (replayed_rows).
 
 Beam search was measured too (docs/entity-scores.md): its summed parse probabilities give most entities
 exactly 1.0, as a width-16 beam keeps variants of the last decisions and none of the first ones.
@@ -22,7 +22,7 @@ What a user reads, the spaCy way:
 `doc.ents` stay the greedy entities, so F1 does not change; `threshold` (a load option) drops those
 scored below it, precision first.
 
-This file is copied alone into the wheel by `spacy package --code`: it imports nothing of the project.
+As the pipeline loads, the component checks the spaCy internals it steps the ner with (internals.py).
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.util import ensure_path, minibatch
 
+from . import internals
+from .action_scores import request_action_scores, take_action_scores
+from .registration import register_factory
+
 FACTORY = "entity_scores"
 SCORED_KEY = "scored_ents"
-# Where encoder_backend.py's greedy NER leaves each Doc's score rows (its ACTION_SCORES_KEY; this file imports
-# nothing of the project, so the key is spelled out in both).
-ACTION_SCORES_KEY = ("en_bert_ner", "ner_action_scores")
 CALIBRATION_FILE = "calibration.json"
 # Raw scores are clipped this far from 0 and 1 before their logit: a product of action probabilities can round to 1.
 RAW_SCORE_FLOOR = 1e-9
@@ -224,7 +225,7 @@ def replayed_rows(
     score row per state through spaCy's own transition_states), so the states are those of that path.
     """
     rows = [numpy.zeros((end, table.n_classes), dtype="float32") for end in ends]
-    states = ner.moves.init_batch(list(docs))
+    states = internals.init_states(ner, docs)
     model = ner.model.predict(list(docs))
     active = [i for i in range(len(docs)) if ends[i] > 0]
     position = 0
@@ -234,7 +235,7 @@ def replayed_rows(
             rows[i][position] = scores[row]
         one_hot = numpy.zeros(scores.shape, dtype="float32")
         one_hot[numpy.arange(len(active)), [taken[i][position] for i in active]] = 1.0
-        ner.transition_states([states[i] for i in active], one_hot)
+        internals.step(ner, [states[i] for i in active], one_hot)
         position += 1
         active = [i for i in active if position < ends[i]]
     model.clear_memory()
@@ -257,6 +258,7 @@ class EntityScorer:
         self.require_calibration = require_calibration
         self.calibration: LogisticCalibration | None = None
         self._table: ActionTable | None = None
+        internals.check_internals(name, nlp)
 
     def check_calibrated(self) -> None:
         if self.calibration is None and (self.require_calibration or self.threshold > 0):
@@ -278,7 +280,7 @@ class EntityScorer:
         if self._table is None:
             self._table = ActionTable(ner)
         ends = [max(ent.end for ent in doc.ents) if doc.ents else 0 for doc in docs]
-        kept = [doc.user_data.pop(ACTION_SCORES_KEY, None) for doc in docs]
+        kept = [take_action_scores(doc) for doc in docs]
         paths = [path_arrays(doc, self._table) if end else None for doc, end in zip(docs, ends, strict=True)]
         probabilities = [
             path_probabilities(rows[:end], path, self._table, greedy=True) if end and rows is not None else None
@@ -297,9 +299,8 @@ class EntityScorer:
 
     def listen_to_ner(self) -> None:
         """Ask the ner to keep its score rows on each Doc, where it can (encoder_backend's greedy NER)."""
-        ner = self.nlp.get_pipe(self.ner) if self.ner in self.nlp.pipe_names else None
-        if hasattr(ner, "keep_action_scores"):
-            ner.keep_action_scores = True
+        if self.ner in self.nlp.pipe_names:
+            request_action_scores(self.nlp.get_pipe(self.ner))
 
     def probabilities(self, raw: Sequence[float]) -> list[float]:
         if not raw:
@@ -349,13 +350,11 @@ class EntityScorer:
 
 
 DEFAULT_CONFIG = {"ner": "ner", "threshold": 0.0, "require_calibration": False}
+# What the component declares to spaCy (nlp.analyze_pipes); doc.ents: the entities a threshold drops.
+ASSIGNS = ["doc.spans", "span._.score", "doc.ents"]
+REQUIRES = ["doc.ents"]
 
 
+@register_factory(FACTORY, default_config=DEFAULT_CONFIG, assigns=ASSIGNS, requires=REQUIRES)
 def make_entity_scorer(nlp: Language, name: str, ner: str, threshold: float, require_calibration: bool) -> EntityScorer:
     return EntityScorer(nlp, name, ner, threshold, require_calibration)
-
-
-# The project registers this file through its entry points and the wheel ships a copy of it: the
-# copy that loads second leaves the first registration (spaCy refuses a second one, E004).
-if not Language.has_factory(FACTORY):
-    Language.factory(FACTORY, default_config=DEFAULT_CONFIG)(make_entity_scorer)
