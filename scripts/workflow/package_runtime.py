@@ -7,11 +7,18 @@ that __init__.py from spaCy's own template importing the modules that register t
 builds the wheel the way `spacy package --build wheel` does (`python -m build --wheel`). Inside the
 wheel the modules are en_bert_ner.encoder_backend, en_bert_ner.entity_scores, ...; they import
 nothing of this project.
+
+spaCy lists, in meta.json's requirements, the distribution of every module whose functions the
+pipeline's config names: the project's own (en-bert-ner-project, whose entry points registered the
+components when `spacy package` ran). The wheel ships that code itself, and the project is on no
+package index, so this step takes it out of the requirements before building: otherwise
+`pip install` of the wheel fails on it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +67,33 @@ def runtime_modules(runtime_dir: Path) -> list[Path]:
     return modules
 
 
+def own_distributions(runtime_dir: Path) -> set[str]:
+    """The installed distributions that provide the runtime's top-level package (scripts): the project's own."""
+    from importlib.metadata import packages_distributions
+
+    top_level = runtime_dir.resolve().parent.name
+    return {canonical_name(name) for name in packages_distributions().get(top_level, [])}
+
+
+def canonical_name(distribution: str) -> str:
+    """A distribution's name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def drop_requirements(package_dir: Path, distributions: set[str]) -> list[str]:
+    """meta.json's requirements without those on `distributions` (rewritten in place); the ones dropped."""
+    from packaging.requirements import Requirement
+
+    meta_file = package_dir / "meta.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    requirements = meta.get("requirements", [])
+    dropped = [each for each in requirements if canonical_name(Requirement(each).name) in distributions]
+    if dropped:
+        meta["requirements"] = [each for each in requirements if each not in dropped]
+        write_text_atomic(meta_file, json.dumps(meta, indent=2) + "\n")
+    return dropped
+
+
 def package_init(component_modules: Sequence[str]) -> str:
     """The package's __init__.py as `spacy package --code` writes it for these modules."""
     from spacy.cli.package import TEMPLATE_INIT
@@ -99,6 +133,9 @@ def main(
     try:
         shipped = add_runtime(package_dir, runtime_dir)
         msg.good(f"Added the runtime's {len(shipped)} modules to the package", ", ".join(shipped))
+        dropped = drop_requirements(package_dir, own_distributions(runtime_dir))
+        if dropped:
+            msg.info("Dropped from the requirements (the wheel ships that code)", ", ".join(dropped))
         wheel = build_wheel(package_dir)
     except PackagingError as err:
         fail("Packaging failed", err)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ from scripts.workflow.package_runtime import (
     PackagingError,
     add_runtime,
     build_wheel,
+    drop_requirements,
+    own_distributions,
     package_init,
     package_module_folder,
     runtime_modules,
@@ -69,9 +73,27 @@ def test_the_runtime_lands_beside_the_packages_init(package_dir: Path):
 
 
 @pytest.mark.slow
+def test_the_project_is_no_requirement_of_the_wheel(package_dir: Path):
+    """spaCy names the project's distribution, whose entry points registered the components; the wheel ships them."""
+    requirements = json.loads((package_dir / "meta.json").read_text())["requirements"]
+    assert any(each.startswith("en-bert-ner-project") for each in requirements)
+    assert own_distributions(RUNTIME) == {"en-bert-ner-project"}
+    assert [
+        each.split("<")[0].split(">")[0] for each in drop_requirements(package_dir, own_distributions(RUNTIME))
+    ] == ["en-bert-ner-project"]
+    kept = json.loads((package_dir / "meta.json").read_text())["requirements"]
+    assert kept == [each for each in requirements if not each.startswith("en-bert-ner-project")]
+    assert drop_requirements(package_dir, own_distributions(RUNTIME)) == []
+
+
 def test_the_wheel_imports_its_runtime_from_itself(package_dir: Path, tmp_path: Path):
     add_runtime(package_dir, RUNTIME)
-    site = install_wheel(build_wheel(package_dir), tmp_path / "site")
+    drop_requirements(package_dir, own_distributions(RUNTIME))
+    wheel = build_wheel(package_dir)
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(name for name in archive.namelist() if name.endswith("METADATA"))).decode()
+    assert "en-bert-ner-project" not in metadata
+    site = install_wheel(wheel, tmp_path / "site")
     code = (
         "import sys, spacy, en_probe; nlp = en_probe.load(); "
         "print(sys.modules['en_probe.entity_scores'].__file__, sys.modules['en_probe.internals'].__file__, "
